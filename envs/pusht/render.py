@@ -1,0 +1,224 @@
+"""Rasterise a Push-T state under an `Appearance`: RGB frame + exact label map, straight at the
+target size with OpenCV (no 512×512 canvas, no pygame).
+
+Painter's order: table (+ walls, goal marker; cached per appearance and size) → drop shadow → T →
+agent → lighting/vignette → blur → sensor noise. Labels use the same order on pixel centres:
+0 background, 3 goal marker (only when shown), 1 T-block, 2 agent.
+
+Coordinates: world (x, y) in [0, 512) maps to pixel coordinates x·size/512 − 0.5, because OpenCV
+puts pixel centres on integers; polygons are drawn anti-aliased with `SHIFT` sub-pixel bits.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import OrderedDict
+
+import cv2
+import numpy as np
+
+from envs.pusht.appearance import Appearance, load_appearance
+from envs.pusht.physics import T_BOXES_LOCAL, tee_world
+from envs.pusht.textures import texture_image
+
+WORLD = 512.0
+AGENT_RADIUS = 15.0
+HIGHLIGHT_RADIUS = 11.0  # DP draws a lighter inner disk of radius − 4
+OUTLINE_WIDTH = 4.0  # DP's fat segment radius 2 around each box
+WALLS = (((5, 506), (5, 5)), ((5, 5), (506, 5)), ((506, 5), (506, 506)), ((5, 506), (506, 506)))
+DEFAULT_GOAL = (256.0, 256.0, math.pi / 4)
+SHIFT = 4
+_ONE = 1 << SHIFT
+
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_SIZE = 64
+
+
+def _to_px(points: np.ndarray, size: int) -> np.ndarray:
+    """World points (N, 2) → int32 fixed-point pixel coordinates for cv2 drawing with SHIFT."""
+    return np.round((points * (size / WORLD) - 0.5) * _ONE).astype(np.int32)
+
+
+def _thickness(size: int, world_width: float) -> int:
+    return max(1, int(round(world_width * size / WORLD)))
+
+
+def _freeze(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _key(a: Appearance) -> tuple:
+    return tuple(_freeze(v) for v in a.__dict__.values())
+
+
+def _centres(size: int) -> tuple[np.ndarray, np.ndarray]:
+    c = (np.arange(size, dtype=np.float64) + 0.5) * (WORLD / size)
+    return c[None, :], c[:, None]  # x (1, W), y (H, 1)
+
+
+def _tee_inside(pose, size: int) -> np.ndarray:
+    """bool (H, W): pixel centres inside the T at pose (union of the two boxes, exact)."""
+    x, y = _centres(size)
+    c, s = math.cos(pose[2]), math.sin(pose[2])
+    dx, dy = x - pose[0], y - pose[1]
+    lx, ly = c * dx + s * dy, -s * dx + c * dy  # body frame
+    return ((np.abs(lx) < 60) & (ly > 0) & (ly < 30)) | ((np.abs(lx) < 15) & (ly >= 30) & (ly < 120))
+
+
+def _disk_inside(cx: float, cy: float, r: float, size: int) -> np.ndarray:
+    x, y = _centres(size)
+    return (x - cx) ** 2 + (y - cy) ** 2 < r * r
+
+
+def _static_layers(a: Appearance, size: int, goal: tuple) -> dict:
+    """Table + walls + goal (RGB), goal labels, the lighting gain map and the T's body-frame texture."""
+    key = (_key(a), size, goal)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return hit
+    ppw = size / WORLD
+    table = texture_image(
+        a.table_texture,
+        a.table_color,
+        a.table_color2,
+        a.table_contrast,
+        (size, size),
+        ppw,
+        a.table_scale,
+        a.table_angle,
+        a.texture_seed,
+    )
+    if a.wall_color is not None:
+        t = _thickness(size, 4.0)
+        for p, q in WALLS:
+            pq = _to_px(np.array([p, q], float), size)
+            cv2.line(table, tuple(pq[0]), tuple(pq[1]), a.wall_color, t, cv2.LINE_AA, SHIFT)
+    labels = np.zeros((size, size), np.uint8)
+    if a.show_goal:
+        cv2.fillPoly(table, [_to_px(tee_world(goal), size)], a.goal_color, cv2.LINE_AA, SHIFT)
+        labels[_tee_inside(goal, size)] = 3
+    gain = None
+    if a.light_strength > 0 or a.vignette > 0:
+        x, y = _centres(size)
+        nx, ny = x / WORLD * 2 - 1, y / WORLD * 2 - 1  # [-1, 1]
+        d = math.radians(a.light_direction)
+        grad = (nx * math.cos(d) + ny * math.sin(d)) / math.sqrt(2)
+        gain = 1 + a.light_strength * grad - a.vignette * (nx**2 + ny**2) / 2
+        gain = np.ascontiguousarray(gain.astype(np.float32)[..., None])
+    t_tex = None
+    if a.t_texture != "none":  # texture in the T's body frame: x ∈ [-64, 64), y ∈ [-4, 124)
+        n = int(math.ceil(128 * ppw)) + 2
+        t_tex = texture_image(
+            a.t_texture, a.t_color, a.t_color2, 1.0, (n, n), ppw, a.t_texture_scale, 0.0, a.texture_seed + 1
+        )
+    layers = {"table": table, "labels": labels, "gain": gain, "t_tex": t_tex}
+    _CACHE[key] = layers
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return layers
+
+
+def _draw_shadow(img: np.ndarray, a: Appearance, block_pose, agent_xy, size: int) -> np.ndarray:
+    """Darken the table under the T and the agent shifted by shadow_offset and blurred."""
+    off = np.asarray(a.shadow_offset, float)
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(mask, [_to_px(tee_world(block_pose) + off, size)], 255, cv2.LINE_AA, SHIFT)
+    c = _to_px(np.asarray(agent_xy, float)[None] + off, size)[0]
+    cv2.circle(
+        mask,
+        (int(c[0]), int(c[1])),
+        int(round(AGENT_RADIUS * size / WORLD * _ONE)),
+        255,
+        -1,
+        cv2.LINE_AA,
+        SHIFT,
+    )
+    sigma = a.shadow_blur * size / WORLD
+    m = mask.astype(np.float32) * (a.shadow_strength / 255.0)
+    if sigma > 0.3:
+        m = cv2.GaussianBlur(m, (0, 0), sigma)
+    return img.astype(np.float32) * (1 - m[..., None])
+
+
+def _draw_t(img: np.ndarray, a: Appearance, pose, size: int, t_tex) -> None:
+    outline = _to_px(tee_world(pose), size)
+    if t_tex is None:
+        cv2.fillPoly(img, [outline], a.t_color, cv2.LINE_AA, SHIFT)
+    else:  # warp the body-frame texture into place and blend it through an anti-aliased mask
+        ppw = size / WORLD
+        c, s = math.cos(pose[2]), math.sin(pose[2])
+        # texture pixel (i, j) ↔ body point ((j + 0.5)/ppw − 64, (i + 0.5)/ppw − 4) → world → pixel
+        lin = np.array([[c, -s], [s, c]])
+        off = lin @ np.array([0.5 / ppw - 64, 0.5 / ppw - 4]) + np.array(pose[:2])
+        m = np.hstack([lin, (off * ppw - 0.5)[:, None]])
+        tex = cv2.warpAffine(t_tex, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        alpha = np.zeros((size, size), np.uint8)
+        cv2.fillPoly(alpha, [outline], 255, cv2.LINE_AA, SHIFT)
+        al = alpha.astype(np.float32)[..., None] / 255.0
+        img[:] = (img * (1 - al) + tex * al + 0.5).astype(np.uint8)
+    if a.t_outline_color is not None:  # DP edges each box separately: the bar/stem seam shows
+        t = _thickness(size, OUTLINE_WIDTH)
+        boxes = [_to_px(tee_world(pose, b), size) for b in T_BOXES_LOCAL]
+        cv2.polylines(img, boxes, True, a.t_outline_color, t, cv2.LINE_AA, SHIFT)
+
+
+def _draw_agent(img: np.ndarray, a: Appearance, xy, size: int) -> None:
+    c = _to_px(np.asarray(xy, float)[None], size)[0]
+    centre = (int(c[0]), int(c[1]))
+    cv2.circle(
+        img, centre, int(round(AGENT_RADIUS * size / WORLD * _ONE)), a.agent_color, -1, cv2.LINE_AA, SHIFT
+    )
+    if a.agent_highlight_color is not None:
+        r = int(round(HIGHLIGHT_RADIUS * size / WORLD * _ONE))
+        cv2.circle(img, centre, r, a.agent_highlight_color, -1, cv2.LINE_AA, SHIFT)
+
+
+def _noise_rng(state: np.ndarray) -> np.random.Generator:
+    """Without an rng, noise is a deterministic function of the state (same state → same frame)."""
+    return np.random.default_rng(zlib.crc32(np.round(state, 3).astype(np.float64).tobytes()))
+
+
+def render_state(
+    state,
+    appearance: Appearance | str,
+    size: int = 96,
+    rng: np.random.Generator | None = None,
+    goal_pose=DEFAULT_GOAL,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw state (agent x, y, block x, y, angle) → (rgb uint8 (size, size, 3), labels uint8 (size, size)).
+
+    Sensor noise is drawn from `rng` when given, else from a generator seeded by the state.
+    """
+    if isinstance(appearance, str):
+        appearance = load_appearance(appearance)
+    a = appearance
+    state = np.asarray(state, dtype=np.float64)
+    agent_xy, block_pose = state[:2], state[2:5]
+    layers = _static_layers(a, size, tuple(float(v) for v in goal_pose))
+
+    # 1. labels on pixel centres, painter's order goal < T < agent
+    labels = layers["labels"].copy()
+    labels[_tee_inside(block_pose, size)] = 1
+    labels[_disk_inside(agent_xy[0], agent_xy[1], AGENT_RADIUS, size)] = 2
+
+    # 2. table (+ shadow), T, agent
+    img = layers["table"].copy()
+    if a.shadow_strength > 0:
+        img = np.clip(_draw_shadow(img, a, block_pose, agent_xy, size) + 0.5, 0, 255).astype(np.uint8)
+    _draw_t(img, a, block_pose, size, layers["t_tex"])
+    _draw_agent(img, a, agent_xy, size)
+
+    # 3. camera: lighting, blur, noise
+    if layers["gain"] is None and a.blur_sigma == 0 and a.noise_sigma == 0:
+        return img, labels
+    f = img.astype(np.float32)
+    if layers["gain"] is not None:
+        f *= layers["gain"]
+    if a.blur_sigma > 0:
+        f = cv2.GaussianBlur(f, (0, 0), a.blur_sigma * size / 96.0)
+    if a.noise_sigma > 0:
+        rng = rng if rng is not None else _noise_rng(state)
+        f += rng.standard_normal(f.shape, dtype=np.float32) * np.float32(a.noise_sigma)
+    return np.clip(f + 0.5, 0, 255).astype(np.uint8), labels
