@@ -1,0 +1,243 @@
+"""Region masks for the feedback scores.
+
+Sim frames carry exact label maps (`data/mask` in the zarr: 0 background, 1 T-block, 2 agent, 3 goal).
+Reference (real) frames get label maps from the user (`--ref-masks`, `load_ref_masks`) or from
+`auto_ref_masks`: the T-block is the largest saturated, compact blob (OpenCV k-means colour
+clustering + connected components, optionally steered by a colour hint), the agent the most circular
+saturated blob of another colour, and the background is the frame minus both. Check automatic masks
+with `write_mask_overlay` before training on them.
+
+    labels = auto_ref_masks(refs)                       # (R, H, W) uint8
+    write_mask_overlay("refs_masks.png", refs[0], labels[0])
+    bg = region_mask(labels, "background")              # (R, H, W) bool
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from sim2real.errors import Sim2RealError
+from sim2real.feedback._checks import as_labels, as_uint8_images, same_batch
+from sim2real.utils import atomic_path
+
+logger = logging.getLogger(__name__)
+
+EditKind = Literal["background", "foreground"]
+BACKGROUND, TBLOCK, AGENT, GOAL = 0, 1, 2, 3
+# Overlay colours (RGB) per label; background is left as is.
+_OVERLAY = {TBLOCK: (255, 60, 60), AGENT: (60, 120, 255), GOAL: (60, 220, 60)}
+
+
+def region_mask(labels: Any, edit: EditKind, check_empty: bool = True) -> np.ndarray:
+    """The region an edit repaints, bool `(B, H, W)`.
+
+    background: everything but the T-block and the agent (the goal marker lies on the table and is
+    repainted with it). foreground: the T-block. The agent is never edited.
+    """
+    labels = as_labels(labels)
+    if edit == "background":
+        m = (labels != TBLOCK) & (labels != AGENT)
+    elif edit == "foreground":
+        m = labels == TBLOCK
+    else:
+        raise Sim2RealError(f"edit must be 'background' or 'foreground'; got {edit!r}")
+    if check_empty:
+        empty = np.flatnonzero(~m.reshape(len(m), -1).any(axis=1))
+        if len(empty):
+            raise Sim2RealError(
+                f"{edit} region of frame {int(empty[0])} is empty ({len(empty)} frames in all)"
+            )
+    return m
+
+
+def load_ref_masks(paths: Sequence[str | Path], size: int = 96) -> np.ndarray:
+    """User masks → uint8 label maps `(N, size, size)` (nearest-neighbour resize).
+
+    A PNG whose values are all in 0..3 is read as a label map; any other single-channel or RGB image is
+    read as binary, nonzero = T-block (the agent then counts as background).
+    """
+    out = []
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise Sim2RealError(f"cannot read mask image {p}")
+        if img.ndim == 3:
+            img = img[..., :3].max(axis=2)
+        if img.dtype != np.uint8:
+            img = (img > 0).astype(np.uint8)
+        if img.max() > GOAL:
+            img = (img > 127).astype(np.uint8) * TBLOCK
+        out.append(cv2.resize(img, (size, size), interpolation=cv2.INTER_NEAREST))
+    if not out:
+        raise Sim2RealError("no mask files given")
+    return np.stack(out)
+
+
+def write_mask_overlay(
+    path: str | Path, image: Any, labels: Any, scale: int = 4, alpha: float = 0.45
+) -> Path:
+    """Write a PNG for a person to check a mask: the frame, and the frame with tinted labels + outlines.
+
+    image uint8 `(H, W, 3)` RGB, labels `(H, W)`; upscaled `scale`x (nearest) so 96 px frames are visible.
+    """
+    img = as_uint8_images(image, "image")
+    lab = as_labels(labels, "labels")
+    same_batch(img, lab, "image vs labels")
+    img, lab = img[0], lab[0]
+    big = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    lbig = cv2.resize(lab, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    tinted = big.astype(np.float32)
+    for value, colour in _OVERLAY.items():
+        sel = lbig == value
+        tinted[sel] = (1 - alpha) * tinted[sel] + alpha * np.asarray(colour, np.float32)
+        contours, _ = cv2.findContours(sel.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        tinted = np.ascontiguousarray(tinted)
+        cv2.drawContours(tinted, contours, -1, colour, 1)
+    panel = np.concatenate(
+        [big, np.full((big.shape[0], 4, 3), 255, np.uint8), tinted.astype(np.uint8)], axis=1
+    )
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR)):
+            raise Sim2RealError(f"could not write {path}")
+    return path
+
+
+# --- automatic reference masks ---------------------------------------------------------------------
+
+
+def _components(binary: np.ndarray) -> list[tuple[np.ndarray, dict]]:
+    """Connected components (8-connected) of a bool map, with area / circularity / border stats."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
+    h, w = binary.shape
+    out = []
+    for k in range(1, n):
+        comp = lab == k
+        area = int(stats[k, cv2.CC_STAT_AREA])
+        contours, _ = cv2.findContours(comp.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        perim = max(sum(cv2.arcLength(c, True) for c in contours), 1.0)
+        hull = cv2.convexHull(np.concatenate(contours))
+        x, y, bw, bh = (int(v) for v in stats[k, :4])
+        out.append(
+            (
+                comp,
+                {
+                    "area": area,
+                    "circularity": 4 * np.pi * area / perim**2,
+                    "solidity": area / max(cv2.contourArea(hull), 1.0),
+                    "border": bool(x == 0 or y == 0 or x + bw == w or y + bh == h),
+                    "frac": area / (h * w),
+                },
+            )
+        )
+    return out
+
+
+def _fill_holes(comp: np.ndarray) -> np.ndarray:
+    contours, _ = cv2.findContours(comp.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros(comp.shape, np.uint8)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled > 0
+
+
+def _segment_one(
+    img: np.ndarray, hint_lab: np.ndarray | None, k: int, min_saturation: int, rng_seed: int
+) -> np.ndarray:
+    h, w = img.shape[:2]
+    blur = cv2.GaussianBlur(img, (3, 3), 0)
+    lab = cv2.cvtColor(blur, cv2.COLOR_RGB2LAB).astype(np.float32)  # L, a, b in 0..255 (a, b offset 128)
+    hsv = cv2.cvtColor(blur, cv2.COLOR_RGB2HSV)
+    chroma = np.hypot(lab[..., 1] - 128, lab[..., 2] - 128)
+    # k-means on (a, b, L/2) of every pixel: colour clusters, lightness down-weighted (shading)
+    feats = np.stack([lab[..., 1], lab[..., 2], lab[..., 0] * 0.5], axis=-1).reshape(-1, 3)
+    cv2.setRNGSeed(rng_seed)
+    crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    _, assign, centres = cv2.kmeans(feats, k, None, crit, 3, cv2.KMEANS_PP_CENTERS)
+    assign = assign.reshape(h, w)
+    sat = (hsv[..., 1] >= min_saturation) & (chroma >= 12)
+    labels = np.zeros((h, w), np.uint8)
+    candidates = []
+    for c in range(k):
+        cl = (assign == c) & sat
+        cl = cv2.morphologyEx(cl.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) > 0
+        for comp, st in _components(cl):
+            if st["frac"] < 0.004 or st["frac"] > 0.45:
+                continue  # specks, or the table itself
+            colour = lab[comp].mean(axis=0)
+            candidates.append((comp, st, c, colour))
+    if not candidates:
+        return labels
+    if hint_lab is not None:
+        dist = [
+            np.linalg.norm(col[1:] - hint_lab[1:]) + 0.25 * abs(col[0] - hint_lab[0])
+            for *_, col in candidates
+        ]
+        t_idx = int(
+            np.argmin([d - 0.002 * st["area"] for d, (_, st, _, _) in zip(dist, candidates, strict=True)])
+        )
+    else:
+        # largest saturated blob that is not a thin line (solidity of a T is ~0.6, of a line-like shape lower)
+        t_idx = int(
+            np.argmax(
+                [
+                    st["area"] * (st["solidity"] > 0.45) * (0.5 if st["border"] else 1.0)
+                    for _, st, _, _ in candidates
+                ]
+            )
+        )
+    t_comp, _, t_cluster, _ = candidates[t_idx]
+    t_mask = _fill_holes(t_comp)
+    labels[t_mask] = TBLOCK
+    agents = [
+        (st["circularity"], comp)
+        for i, (comp, st, c, _) in enumerate(candidates)
+        if i != t_idx and c != t_cluster and st["circularity"] > 0.6 and st["frac"] < 0.05
+    ]
+    if agents:
+        labels[_fill_holes(max(agents, key=lambda a: a[0])[1]) & ~t_mask] = AGENT
+    return labels
+
+
+def auto_ref_masks(
+    images: Any,
+    t_color_hint: tuple[int, int, int] | None = None,
+    n_clusters: int = 5,
+    min_saturation: int = 60,
+    seed: int = 0,
+) -> np.ndarray:
+    """Automatic label maps for reference frames: uint8 `(B, H, W)` with 0 bg, 1 T-block, 2 agent.
+
+    images: uint8 RGB `(B, H, W, 3)`. t_color_hint: RGB of the T-block if known (e.g. (230, 120, 40)
+    for an orange block); without it, the largest compact saturated blob is taken. A frame where no
+    T-block is found gets an all-background map and a warning (check the overlay).
+    """
+    imgs = as_uint8_images(images, "images")
+    hint_lab = None
+    if t_color_hint is not None:
+        if len(t_color_hint) != 3:
+            raise Sim2RealError(f"t_color_hint must be an RGB triple; got {t_color_hint!r}")
+        px = np.asarray(t_color_hint, np.uint8).reshape(1, 1, 3)
+        hint_lab = cv2.cvtColor(px, cv2.COLOR_RGB2LAB).reshape(3).astype(np.float32)
+    out = np.stack([_segment_one(img, hint_lab, n_clusters, min_saturation, seed) for img in imgs])
+    missing = np.flatnonzero(~(out == TBLOCK).reshape(len(out), -1).any(axis=1))
+    if len(missing):
+        logger.warning(
+            "auto_ref_masks: no T-block found in %d of %d frames (first: %d)",
+            len(missing),
+            len(out),
+            missing[0],
+        )
+    return out
+
+
+def iou(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per-frame IoU of two bool `(B, H, W)` masks (1.0 where both are empty)."""
+    inter = (pred & true).reshape(len(pred), -1).sum(axis=1)
+    union = (pred | true).reshape(len(pred), -1).sum(axis=1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
