@@ -1,0 +1,178 @@
+"""Seeded, streaming edit pairs for the base editor: one Push-T state drawn under two appearances.
+
+InstructPix2Pix learned from (input, instruction, edited) triplets made by an oracle; the simulator is a
+perfect one. For a random state we draw an appearance A (often Diffusion Policy's own `sim` look,
+because specialists edit sim frames), then B = A with only the table, only the T-block, or both
+re-drawn from the training family (`envs.pusht.appearance.sample_appearance`, which never enters the
+held-out band around the `tabletop` stand-in), render the state under both with the *same* sensor
+noise, and write an instruction that names the change in plain words.
+
+    gen = EditPairGenerator(seed=0)
+    batch = gen.batch(16)   # dict of stacked arrays + list of instructions
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from envs.pusht.appearance import (
+    Appearance,
+    describe_appearance,
+    in_held_out_band,
+    load_appearance,
+    sample_appearance,
+)
+from envs.pusht.physics import sample_initial_state
+from envs.pusht.render import render_state
+
+EditKind = Literal["background", "foreground", "both"]
+EDIT_KINDS: tuple[str, ...] = ("background", "foreground", "both")
+
+# Which appearance fields each edit kind changes. Lighting, vignette, blur and noise stay, so that
+# everything outside the edited region is identical between input and target.
+TABLE_FIELDS = ("table_texture", "table_color", "table_color2", "table_scale", "table_contrast",
+                "table_angle", "texture_seed", "shadow_offset", "shadow_blur", "shadow_strength")
+T_FIELDS = ("t_color", "t_outline_color", "t_texture", "t_color2", "t_texture_scale")
+
+BACKGROUND_TEMPLATES = (
+    "make the table {table}",
+    "turn the table into {table}",
+    "make the background look like {table}",
+    "change the table to {table}",
+    "replace the table with {table}",
+    "make the surface {table}",
+)
+FOREGROUND_TEMPLATES = (
+    "turn the t-shaped block {t}",
+    "make the t {t}",
+    "paint the t block {t}",
+    "change the color of the t-shaped block to {t}",
+    "make the block {t}",
+)
+BOTH_TEMPLATES = (
+    "make the table {table} and the t {t}",
+    "turn the table into {table} and paint the t block {t}",
+)
+# Words of the default specialist instructions (they must tokenize without [UNK] too).
+EXTRA_WORDS = "make the table look like a real wooden photo realistic turn t-shaped block orange".split()
+COLOR_WORDS = ("white black grey light dark red brown orange yellow olive green teal blue purple pink "
+               "beige grey-blue grey-teal grey-green grey-purple mottled").split()
+MATERIAL_WORDS = ("wood marble fabric noise flat").split()
+
+
+def instruction_vocabulary() -> list[str]:
+    """Every word an instruction of this module (or a default specialist instruction) can contain."""
+    words: set[str] = set(EXTRA_WORDS) | set(COLOR_WORDS) | set(MATERIAL_WORDS)
+    for template in BACKGROUND_TEMPLATES + FOREGROUND_TEMPLATES + BOTH_TEMPLATES:
+        words |= set(re.sub(r"\{\w+\}", " ", template).split())
+    return sorted(words)
+
+
+@dataclass
+class EditPair:
+    input: np.ndarray  # (H, W, 3) uint8
+    target: np.ndarray  # (H, W, 3) uint8
+    labels: np.ndarray  # (H, W) uint8 — 0 background, 1 T, 2 agent, 3 goal
+    edit_mask: np.ndarray  # (H, W) bool — where the instruction asks for a change
+    instruction: str
+    kind: str
+    source: Appearance
+    target_appearance: Appearance
+
+
+def edit_region(labels: np.ndarray, kind: str) -> np.ndarray:
+    """The pixels an edit of `kind` may change: the table (label 0), the T (1), or both."""
+    if kind == "background":
+        return labels == 0
+    if kind == "foreground":
+        return labels == 1
+    if kind == "both":
+        return (labels == 0) | (labels == 1)
+    raise ValueError(f"kind must be one of {EDIT_KINDS}; got {kind!r}")
+
+
+def _copy_fields(dst: Appearance, src: Appearance, fields: Sequence[str]) -> Appearance:
+    return dataclasses.replace(dst, name="target", **{f: getattr(src, f) for f in fields})
+
+
+def instruction_for(kind: str, target: Appearance, rng: np.random.Generator) -> str:
+    words = describe_appearance(target)
+    templates = {"background": BACKGROUND_TEMPLATES, "foreground": FOREGROUND_TEMPLATES,
+                 "both": BOTH_TEMPLATES}[kind]
+    template = templates[int(rng.integers(len(templates)))]
+    return template.format(table=words["table"], t=words["t"])
+
+
+class EditPairGenerator:
+    """Infinite, seeded stream of `EditPair`s (no disk). Same seed → same pairs.
+
+    kinds / kind_probs: which edits to draw and how often.
+    sim_input_prob: probability that the input look is exactly `sim` (what specialists edit).
+    held_out: keep every drawn look outside the band around `tabletop` (always on for training).
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        size: int = 96,
+        kinds: Sequence[str] = EDIT_KINDS,
+        kind_probs: Sequence[float] | None = None,
+        sim_input_prob: float = 0.3,
+        held_out: bool = True,
+    ):
+        bad = set(kinds) - set(EDIT_KINDS)
+        if bad:
+            raise ValueError(f"kinds must be among {EDIT_KINDS}; got {sorted(bad)}")
+        self.seed, self.size, self.kinds = seed, size, tuple(kinds)
+        probs = np.asarray(kind_probs if kind_probs is not None else [1.0] * len(self.kinds), float)
+        if len(probs) != len(self.kinds) or probs.min() < 0 or probs.sum() <= 0:
+            raise ValueError(f"kind_probs must give one weight >= 0 per kind; got {kind_probs=}")
+        self.kind_probs = probs / probs.sum()
+        self.sim_input_prob, self.held_out = sim_input_prob, held_out
+        self._sim = load_appearance("sim")
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, rng: np.random.Generator | None = None) -> EditPair:
+        rng = rng if rng is not None else self.rng
+        kind = str(rng.choice(self.kinds, p=self.kind_probs))
+        state = sample_initial_state(rng)
+        if rng.uniform() < self.sim_input_prob:
+            source = self._sim
+        else:
+            source = sample_appearance(rng, ("background", "foreground"), held_out=self.held_out)
+        fresh = sample_appearance(rng, ("background", "foreground"), held_out=self.held_out)
+        fields = {"background": TABLE_FIELDS, "foreground": T_FIELDS, "both": TABLE_FIELDS + T_FIELDS}[kind]
+        target_app = _copy_fields(source, fresh, fields)
+        if self.held_out and in_held_out_band(target_app):  # only possible via an unchanged source part
+            return self.sample(rng)
+        noise_seed = int(rng.integers(2**31))
+        inp, labels = render_state(state, source, self.size, rng=np.random.default_rng(noise_seed))
+        tgt, _ = render_state(state, target_app, self.size, rng=np.random.default_rng(noise_seed))
+        return EditPair(
+            input=inp,
+            target=tgt,
+            labels=labels,
+            edit_mask=edit_region(labels, kind),
+            instruction=instruction_for(kind, target_app, rng),
+            kind=kind,
+            source=source,
+            target_appearance=target_app,
+        )
+
+    def __iter__(self) -> Iterator[EditPair]:
+        while True:
+            yield self.sample()
+
+    def batch(self, n: int) -> dict:
+        """`n` pairs stacked: input/target (n,H,W,3) uint8, labels (n,H,W), edit_mask (n,H,W), instruction, kind."""
+        pairs = [self.sample() for _ in range(n)]
+        out = {k: np.stack([getattr(p, k) for p in pairs]) for k in ("input", "target", "labels", "edit_mask")}
+        out["instruction"] = [p.instruction for p in pairs]
+        out["kind"] = [p.kind for p in pairs]
+        return out
