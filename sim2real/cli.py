@@ -198,7 +198,9 @@ def export(
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in ("sim2real", "envs", "policies"):  # our progress notes; libraries stay at WARNING
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         app(standalone_mode=False)
     except Sim2RealError as e:

@@ -36,8 +36,18 @@ EDIT_KINDS: tuple[str, ...] = ("background", "foreground", "both")
 
 # Which appearance fields each edit kind changes. Lighting, vignette, blur and noise stay, so that
 # everything outside the edited region is identical between input and target.
-TABLE_FIELDS = ("table_texture", "table_color", "table_color2", "table_scale", "table_contrast",
-                "table_angle", "texture_seed", "shadow_offset", "shadow_blur", "shadow_strength")
+TABLE_FIELDS = (
+    "table_texture",
+    "table_color",
+    "table_color2",
+    "table_scale",
+    "table_contrast",
+    "table_angle",
+    "texture_seed",
+    "shadow_offset",
+    "shadow_blur",
+    "shadow_strength",
+)
 T_FIELDS = ("t_color", "t_outline_color", "t_texture", "t_color2", "t_texture_scale")
 
 BACKGROUND_TEMPLATES = (
@@ -61,8 +71,10 @@ BOTH_TEMPLATES = (
 )
 # Words of the default specialist instructions (they must tokenize without [UNK] too).
 EXTRA_WORDS = "make the table look like a real wooden photo realistic turn t-shaped block orange".split()
-COLOR_WORDS = ("white black grey light dark red brown orange yellow olive green teal blue purple pink "
-               "beige grey-blue grey-teal grey-green grey-purple mottled").split()
+COLOR_WORDS = (
+    "white black grey light dark red brown orange yellow olive green teal blue purple pink "
+    "beige grey-blue grey-teal grey-green grey-purple mottled"
+).split()
 MATERIAL_WORDS = ("wood marble fabric noise flat").split()
 
 
@@ -84,6 +96,7 @@ class EditPair:
     kind: str
     source: Appearance
     target_appearance: Appearance
+    style: np.ndarray | None = None  # (H, W, 3) uint8: the target look at another state (a visual prompt)
 
 
 def edit_region(labels: np.ndarray, kind: str) -> np.ndarray:
@@ -103,8 +116,11 @@ def _copy_fields(dst: Appearance, src: Appearance, fields: Sequence[str]) -> App
 
 def instruction_for(kind: str, target: Appearance, rng: np.random.Generator) -> str:
     words = describe_appearance(target)
-    templates = {"background": BACKGROUND_TEMPLATES, "foreground": FOREGROUND_TEMPLATES,
-                 "both": BOTH_TEMPLATES}[kind]
+    templates = {
+        "background": BACKGROUND_TEMPLATES,
+        "foreground": FOREGROUND_TEMPLATES,
+        "both": BOTH_TEMPLATES,
+    }[kind]
     template = templates[int(rng.integers(len(templates)))]
     return template.format(table=words["table"], t=words["t"])
 
@@ -115,6 +131,7 @@ class EditPairGenerator:
     kinds / kind_probs: which edits to draw and how often.
     sim_input_prob: probability that the input look is exactly `sim` (what specialists edit).
     held_out: keep every drawn look outside the band around `tabletop` (always on for training).
+    with_style: also render the target look at another random state, as a visual prompt.
     """
 
     def __init__(
@@ -125,6 +142,7 @@ class EditPairGenerator:
         kind_probs: Sequence[float] | None = None,
         sim_input_prob: float = 0.3,
         held_out: bool = True,
+        with_style: bool = False,
     ):
         bad = set(kinds) - set(EDIT_KINDS)
         if bad:
@@ -134,7 +152,7 @@ class EditPairGenerator:
         if len(probs) != len(self.kinds) or probs.min() < 0 or probs.sum() <= 0:
             raise ValueError(f"kind_probs must give one weight >= 0 per kind; got {kind_probs=}")
         self.kind_probs = probs / probs.sum()
-        self.sim_input_prob, self.held_out = sim_input_prob, held_out
+        self.sim_input_prob, self.held_out, self.with_style = sim_input_prob, held_out, with_style
         self._sim = load_appearance("sim")
         self.rng = np.random.default_rng(seed)
 
@@ -145,8 +163,10 @@ class EditPairGenerator:
         if rng.uniform() < self.sim_input_prob:
             source = self._sim
         else:
-            source = sample_appearance(rng, ("background", "foreground"), held_out=self.held_out)
-        fresh = sample_appearance(rng, ("background", "foreground"), held_out=self.held_out)
+            source = sample_appearance(
+                rng, ("background", "foreground"), held_out=self.held_out, base=self._sim
+            )
+        fresh = sample_appearance(rng, ("background", "foreground"), held_out=self.held_out, base=self._sim)
         fields = {"background": TABLE_FIELDS, "foreground": T_FIELDS, "both": TABLE_FIELDS + T_FIELDS}[kind]
         target_app = _copy_fields(source, fresh, fields)
         if self.held_out and in_held_out_band(target_app):  # only possible via an unchanged source part
@@ -154,6 +174,9 @@ class EditPairGenerator:
         noise_seed = int(rng.integers(2**31))
         inp, labels = render_state(state, source, self.size, rng=np.random.default_rng(noise_seed))
         tgt, _ = render_state(state, target_app, self.size, rng=np.random.default_rng(noise_seed))
+        style = None
+        if self.with_style:
+            style, _ = render_state(sample_initial_state(rng), target_app, self.size, rng=rng)
         return EditPair(
             input=inp,
             target=tgt,
@@ -163,6 +186,7 @@ class EditPairGenerator:
             kind=kind,
             source=source,
             target_appearance=target_app,
+            style=style,
         )
 
     def __iter__(self) -> Iterator[EditPair]:
@@ -172,7 +196,8 @@ class EditPairGenerator:
     def batch(self, n: int) -> dict:
         """`n` pairs stacked: input/target (n,H,W,3) uint8, labels (n,H,W), edit_mask (n,H,W), instruction, kind."""
         pairs = [self.sample() for _ in range(n)]
-        out = {k: np.stack([getattr(p, k) for p in pairs]) for k in ("input", "target", "labels", "edit_mask")}
+        keys = ("input", "target", "labels", "edit_mask") + (("style",) if self.with_style else ())
+        out = {k: np.stack([getattr(p, k) for p in pairs]) for k in keys}
         out["instruction"] = [p.instruction for p in pairs]
         out["kind"] = [p.kind for p in pairs]
         return out
