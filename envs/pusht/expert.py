@@ -90,6 +90,7 @@ class ScriptedExpert:
 
     def reset(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng([self.config.seed, 0 if seed is None else seed])
+        self._scratch = PushTSim(self.physics)  # fresh: no contact cache carried across episodes
         self._queue: list[tuple[str, np.ndarray]] = []
         self._plan_pose: np.ndarray | None = None
         self._last_target: np.ndarray | None = None
@@ -187,7 +188,7 @@ class ScriptedExpert:
 
     def _simulate(self, pose: np.ndarray, cand: dict) -> np.ndarray:
         sim = self._scratch
-        sim.reset([*cand["p0"], *pose])
+        sim.reset([*cand["p0"], *pose], rebuild=False)
         for target in cand["targets"]:
             sim.step(target)
         sim.step(cand["targets"][-1])  # let the push finish

@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 import zlib
 from collections import OrderedDict
+from functools import lru_cache
 
 import cv2
 import numpy as np
 
 from envs.pusht.appearance import Appearance, load_appearance
-from envs.pusht.physics import T_BOXES_LOCAL, tee_world
+from envs.pusht.physics import T_BOXES_LOCAL, T_OUTLINE_LOCAL, tee_world
 from envs.pusht.textures import texture_image
 
 WORLD = 512.0
@@ -52,23 +53,51 @@ def _key(a: Appearance) -> tuple:
     return tuple(_freeze(v) for v in a.__dict__.values())
 
 
+@lru_cache(maxsize=16)
 def _centres(size: int) -> tuple[np.ndarray, np.ndarray]:
     c = (np.arange(size, dtype=np.float64) + 0.5) * (WORLD / size)
     return c[None, :], c[:, None]  # x (1, W), y (H, 1)
 
 
-def _tee_inside(pose, size: int) -> np.ndarray:
-    """bool (H, W): pixel centres inside the T at pose (union of the two boxes, exact)."""
-    x, y = _centres(size)
-    c, s = math.cos(pose[2]), math.sin(pose[2])
-    dx, dy = x - pose[0], y - pose[1]
-    lx, ly = c * dx + s * dy, -s * dx + c * dy  # body frame
-    return ((np.abs(lx) < 60) & (ly > 0) & (ly < 30)) | ((np.abs(lx) < 15) & (ly >= 30) & (ly < 120))
+def _span(lo: float, hi: float, size: int) -> slice:
+    """Pixel indices whose centres can fall in the world interval [lo, hi]."""
+    k = size / WORLD
+    return slice(
+        min(size, max(0, int(math.floor(lo * k - 0.5)))), min(size, max(0, int(math.ceil(hi * k - 0.5)) + 1))
+    )
 
 
-def _disk_inside(cx: float, cy: float, r: float, size: int) -> np.ndarray:
+_T_CORNERS = [tuple(map(float, v)) for v in T_OUTLINE_LOCAL]
+
+
+def _paint_tee(labels: np.ndarray, pose, value: int) -> None:
+    """Set labels to `value` on pixel centres inside the T at pose (union of the two boxes, exact)."""
+    size = labels.shape[0]
+    px, py, a = float(pose[0]), float(pose[1]), float(pose[2])
+    c, s = math.cos(a), math.sin(a)
+    xs = [px + u * c - v * s for u, v in _T_CORNERS]
+    ys = [py + u * s + v * c for u, v in _T_CORNERS]
+    rows, cols = _span(min(ys), max(ys), size), _span(min(xs), max(xs), size)
     x, y = _centres(size)
-    return (x - cx) ** 2 + (y - cy) ** 2 < r * r
+    dx, dy = x[:, cols] - px, y[rows] - py
+    lx, ly = c * dx + s * dy, c * dy - s * dx  # body frame, (h, w)
+    alx = np.abs(lx)
+    inside = (alx < 60) & (ly > 0) & (ly < 30)
+    inside |= (alx < 15) & (ly >= 30) & (ly < 120)
+    labels[rows, cols][inside] = value
+
+
+def _paint_disk(labels: np.ndarray, cx: float, cy: float, r: float, value: int) -> None:
+    size = labels.shape[0]
+    rows, cols = _span(cy - r, cy + r, size), _span(cx - r, cx + r, size)
+    x, y = _centres(size)
+    inside = (x[:, cols] - cx) ** 2 + (y[rows] - cy) ** 2 < r * r
+    labels[rows, cols][inside] = value
+
+
+@lru_cache(maxsize=16)
+def _preset(name: str) -> Appearance:
+    return load_appearance(name)
 
 
 def _static_layers(a: Appearance, size: int, goal: tuple) -> dict:
@@ -98,7 +127,7 @@ def _static_layers(a: Appearance, size: int, goal: tuple) -> dict:
     labels = np.zeros((size, size), np.uint8)
     if a.show_goal:
         cv2.fillPoly(table, [_to_px(tee_world(goal), size)], a.goal_color, cv2.LINE_AA, SHIFT)
-        labels[_tee_inside(goal, size)] = 3
+        _paint_tee(labels, goal, 3)
     gain = None
     if a.light_strength > 0 or a.vignette > 0:
         x, y = _centres(size)
@@ -142,8 +171,12 @@ def _draw_shadow(img: np.ndarray, a: Appearance, block_pose, agent_xy, size: int
     return img.astype(np.float32) * (1 - m[..., None])
 
 
+_T_ALL_LOCAL = np.vstack([T_OUTLINE_LOCAL, *T_BOXES_LOCAL])  # outline (8) + bar (4) + stem (4)
+
+
 def _draw_t(img: np.ndarray, a: Appearance, pose, size: int, t_tex) -> None:
-    outline = _to_px(tee_world(pose), size)
+    px = _to_px(tee_world(pose, _T_ALL_LOCAL), size)
+    outline = px[:8]
     if t_tex is None:
         cv2.fillPoly(img, [outline], a.t_color, cv2.LINE_AA, SHIFT)
     else:  # warp the body-frame texture into place and blend it through an anti-aliased mask
@@ -159,9 +192,15 @@ def _draw_t(img: np.ndarray, a: Appearance, pose, size: int, t_tex) -> None:
         al = alpha.astype(np.float32)[..., None] / 255.0
         img[:] = (img * (1 - al) + tex * al + 0.5).astype(np.uint8)
     if a.t_outline_color is not None:  # DP edges each box separately: the bar/stem seam shows
-        t = _thickness(size, OUTLINE_WIDTH)
-        boxes = [_to_px(tee_world(pose, b), size) for b in T_BOXES_LOCAL]
-        cv2.polylines(img, boxes, True, a.t_outline_color, t, cv2.LINE_AA, SHIFT)
+        cv2.polylines(
+            img,
+            [px[8:12], px[12:16]],
+            True,
+            a.t_outline_color,
+            _thickness(size, OUTLINE_WIDTH),
+            cv2.LINE_AA,
+            SHIFT,
+        )
 
 
 def _draw_agent(img: np.ndarray, a: Appearance, xy, size: int) -> None:
@@ -192,7 +231,7 @@ def render_state(
     Sensor noise is drawn from `rng` when given, else from a generator seeded by the state.
     """
     if isinstance(appearance, str):
-        appearance = load_appearance(appearance)
+        appearance = _preset(appearance)
     a = appearance
     state = np.asarray(state, dtype=np.float64)
     agent_xy, block_pose = state[:2], state[2:5]
@@ -200,8 +239,8 @@ def render_state(
 
     # 1. labels on pixel centres, painter's order goal < T < agent
     labels = layers["labels"].copy()
-    labels[_tee_inside(block_pose, size)] = 1
-    labels[_disk_inside(agent_xy[0], agent_xy[1], AGENT_RADIUS, size)] = 2
+    _paint_tee(labels, block_pose, 1)
+    _paint_disk(labels, agent_xy[0], agent_xy[1], AGENT_RADIUS, 2)
 
     # 2. table (+ shadow), T, agent
     img = layers["table"].copy()
