@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import colorsys
+import copy
 import dataclasses
 import os
 from collections.abc import Sequence
@@ -158,9 +159,13 @@ def load_appearance(name: str | os.PathLike) -> Appearance:
         raise Sim2RealError(f"appearance {path}: {e}") from e
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=16)
+def _cached_preset(name: str) -> Appearance:
+    return load_appearance(name)
+
+
 def _tabletop() -> Appearance:
-    return load_appearance("tabletop")
+    return _cached_preset("tabletop")
 
 
 # ---- colour helpers -----------------------------------------------------------------------------
@@ -323,7 +328,7 @@ def sample_appearance(
     bad = set(kinds) - {"background", "foreground"}
     if bad:
         raise ValueError(f"kinds must be background and/or foreground; got {sorted(bad)}")
-    base = load_appearance(base or "sim") if not isinstance(base, Appearance) else base
+    base = copy.deepcopy(_cached_preset(base or "sim")) if not isinstance(base, Appearance) else base
     for _ in range(1000):
         a = dataclasses.replace(base, name="sampled")
         if "background" in kinds:
