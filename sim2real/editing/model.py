@@ -128,12 +128,17 @@ def make_scheduler(
         base_config = {
             "num_train_timesteps": 1000,
             "beta_schedule": cfg.beta_schedule,
-            # trailing spacing starts at t=999 (pure noise under squaredcos) as sampling from noise needs
-            "timestep_spacing": "trailing",
             # alpha_prev = alphas_cumprod[0] < 1 at the last DDIM step keeps that step stochastic
             "set_alpha_to_one": False,
             "clip_sample": False,
         }
+        if cfg.prediction_type == "epsilon":
+            # under squaredcos alphas_cumprod[999] = 2e-9: x0 = (x - ε)/sqrt(ᾱ) would amplify ε errors
+            # 2·10⁴×, so an ε-model starts one step in (diffusers' SD default spacing)
+            base_config.update(timestep_spacing="leading", steps_offset=1)
+        else:
+            # x0 / v models can start from t=999, i.e. from pure noise, as sampling from noise needs
+            base_config.update(timestep_spacing="trailing")
     base_config = {**base_config, "prediction_type": cfg.prediction_type}
     cls = DDIMScheduler if cfg.scheduler == "ddim" else EulerAncestralDiscreteScheduler
     return cls.from_config(base_config)

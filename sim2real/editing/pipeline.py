@@ -99,7 +99,7 @@ class EditPipeline:
     # ------------------------------------------------------------------ components
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        return self.unet.conv_in.weight.device  # ModelMixin.device walks every parameter
 
     @property
     def modules(self) -> dict[str, torch.nn.Module]:
