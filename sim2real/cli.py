@@ -202,7 +202,11 @@ def main() -> None:
     for name in ("sim2real", "envs", "policies"):  # our progress notes; libraries stay at WARNING
         logging.getLogger(name).setLevel(logging.INFO)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into Exit(130) and, when not standalone, returns it
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except Sim2RealError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)

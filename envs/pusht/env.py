@@ -21,7 +21,7 @@ from gymnasium import spaces
 
 from envs.pusht.appearance import Appearance, load_appearance
 from envs.pusht.physics import PushTPhysicsConfig, PushTSim, sample_initial_state
-from envs.pusht.render import render_state
+from envs.pusht.render import render_rgb, render_state
 
 ObsType = Literal["state", "pixels", "pixels_agent_pos"]
 
@@ -115,7 +115,9 @@ class PushTEnv(gym.Env):
         state = np.clip(self._state, 0.0, self._state_high)  # an overshooting agent stays in the box
         if self.obs_type == "state":
             return state
-        pixels, _ = self.render_with_labels()
+        pixels = render_rgb(
+            self._state, self.appearance, self.observation_size, self._noise_rng, self.physics.goal_pose
+        )
         if self.obs_type == "pixels":
             return pixels
         return {"pixels": pixels, "agent_pos": state[:2].copy()}

@@ -118,11 +118,22 @@ def _goal_polygon(goal: tuple[float, float, float]) -> sg.Polygon:
     return sg.Polygon(tee_world(goal))
 
 
+_REACH = math.hypot(15.0, 120.0)  # farthest T point from the body origin
+_last_coverage: list = [None, 0.0]  # one-entry memo: the block is still in most control steps
+
+
 def coverage_of(block_pose, goal_pose=(256.0, 256.0, math.pi / 4)) -> float:
     """Fraction of the goal T covered by a T at `block_pose` (Diffusion Policy's reward basis)."""
-    goal = _goal_polygon(tuple(float(v) for v in goal_pose))
-    block = sg.Polygon(tee_world(block_pose))
-    return float(goal.intersection(block).area / goal.area)
+    key = (float(block_pose[0]), float(block_pose[1]), float(block_pose[2]), *map(float, goal_pose))
+    if _last_coverage[0] == key:
+        return _last_coverage[1]
+    if math.hypot(key[0] - key[3], key[1] - key[4]) > 2 * _REACH:
+        value = 0.0
+    else:
+        goal = _goal_polygon(key[3:])
+        value = float(goal.intersection(sg.Polygon(tee_world(key[:3]))).area / goal.area)
+    _last_coverage[:] = [key, value]
+    return value
 
 
 @lru_cache(maxsize=1)
@@ -213,19 +224,31 @@ class PushTSim:
 
     # ---- dynamics -----------------------------------------------------------------------------
     def step(self, action) -> None:
-        """One control step: 10 substeps of PD velocity control + physics."""
+        """One control step: 10 substeps of PD velocity control + physics.
+
+        Hot loop: calls Chipmunk directly (same arithmetic as pymunk's wrappers, which build Vec2d
+        objects and do add/remove bookkeeping we never need here); trajectories are bit-identical.
+        """
         cfg = self.config
         dt = 1.0 / cfg.sim_hz
         n = cfg.sim_hz // cfg.control_hz
         tx, ty = float(action[0]), float(action[1])
+        kp, kv = cfg.k_p, cfg.k_v
         self._contact_points = 0
-        agent, step = self.agent, self.space.step
-        for _ in range(n):
-            p, v = agent.position, agent.velocity
-            ax = cfg.k_p * (tx - p.x) - cfg.k_v * v.x
-            ay = cfg.k_p * (ty - p.y) - cfg.k_v * v.y
-            agent.velocity = (v.x + ax * dt, v.y + ay * dt)
-            step(dt)
+        body, space = self.agent._body, self.space._space
+        p, v = _cp_lib.cpBodyGetPosition(body), _cp_lib.cpBodyGetVelocity(body)
+        px, py, vx, vy = p.x, p.y, v.x, v.y
+        self.space._locked = True
+        try:
+            for _ in range(n):
+                vx += (kp * (tx - px) - kv * vx) * dt
+                vy += (kp * (ty - py) - kv * vy) * dt
+                _cp_lib.cpBodySetVelocity(body, (vx, vy))
+                _cp_lib.cpSpaceStep(space, dt)
+                p = _cp_lib.cpBodyGetPosition(body)
+                px, py = p.x, p.y
+        finally:
+            self.space._locked = False
         self.n_contacts = int(math.ceil(self._contact_points / n))
 
     # ---- task quantities ----------------------------------------------------------------------

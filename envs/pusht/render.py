@@ -45,12 +45,8 @@ def _thickness(size: int, world_width: float) -> int:
     return max(1, int(round(world_width * size / WORLD)))
 
 
-def _freeze(v):
-    return tuple(v) if isinstance(v, list) else v
-
-
 def _key(a: Appearance) -> tuple:
-    return tuple(_freeze(v) for v in a.__dict__.values())
+    return tuple(tuple(v) if type(v) is list else v for v in a.__dict__.values())
 
 
 @lru_cache(maxsize=16)
@@ -230,28 +226,40 @@ def render_state(
 
     Sensor noise is drawn from `rng` when given, else from a generator seeded by the state.
     """
-    if isinstance(appearance, str):
-        appearance = _preset(appearance)
-    a = appearance
+    a = _preset(appearance) if isinstance(appearance, str) else appearance
     state = np.asarray(state, dtype=np.float64)
-    agent_xy, block_pose = state[:2], state[2:5]
     layers = _static_layers(a, size, tuple(float(v) for v in goal_pose))
+    labels = layers["labels"].copy()  # painter's order: goal (cached) < T < agent
+    _paint_tee(labels, state[2:5], 1)
+    _paint_disk(labels, state[0], state[1], AGENT_RADIUS, 2)
+    return _render_rgb(state, a, size, rng, layers), labels
 
-    # 1. labels on pixel centres, painter's order goal < T < agent
-    labels = layers["labels"].copy()
-    _paint_tee(labels, block_pose, 1)
-    _paint_disk(labels, agent_xy[0], agent_xy[1], AGENT_RADIUS, 2)
 
-    # 2. table (+ shadow), T, agent
+def render_rgb(
+    state,
+    appearance: Appearance | str,
+    size: int = 96,
+    rng: np.random.Generator | None = None,
+    goal_pose=DEFAULT_GOAL,
+) -> np.ndarray:
+    """`render_state` without the label map (the env's pixel observations)."""
+    a = _preset(appearance) if isinstance(appearance, str) else appearance
+    state = np.asarray(state, dtype=np.float64)
+    return _render_rgb(state, a, size, rng, _static_layers(a, size, tuple(float(v) for v in goal_pose)))
+
+
+def _render_rgb(state: np.ndarray, a: Appearance, size: int, rng, layers: dict) -> np.ndarray:
+    agent_xy, block_pose = state[:2], state[2:5]
+    # 1. table (+ shadow), T, agent
     img = layers["table"].copy()
     if a.shadow_strength > 0:
         img = np.clip(_draw_shadow(img, a, block_pose, agent_xy, size) + 0.5, 0, 255).astype(np.uint8)
     _draw_t(img, a, block_pose, size, layers["t_tex"])
     _draw_agent(img, a, agent_xy, size)
 
-    # 3. camera: lighting, blur, noise
+    # 2. camera: lighting, blur, noise
     if layers["gain"] is None and a.blur_sigma == 0 and a.noise_sigma == 0:
-        return img, labels
+        return img
     f = img.astype(np.float32)
     if layers["gain"] is not None:
         f *= layers["gain"]
@@ -260,4 +268,4 @@ def render_state(
     if a.noise_sigma > 0:
         rng = rng if rng is not None else _noise_rng(state)
         f += rng.standard_normal(f.shape, dtype=np.float32) * np.float32(a.noise_sigma)
-    return np.clip(f + 0.5, 0, 255).astype(np.uint8), labels
+    return np.clip(f + 0.5, 0, 255).astype(np.uint8)

@@ -43,8 +43,8 @@ def _compressor():
 
 
 def _chunks(shape: tuple, chunk_frames: int) -> tuple:
-    """Images are chunked `chunk_frames` frames at a time; small per-step arrays 8× longer."""
-    t = chunk_frames if len(shape) >= 2 and int(np.prod(shape[1:])) >= 256 else chunk_frames * 8
+    """Images, masks and keypoints are chunked `chunk_frames` frames at a time; (N, D) arrays 8× longer."""
+    t = chunk_frames if len(shape) >= 3 else chunk_frames * 8
     return (t,) + tuple(shape[1:])
 
 
