@@ -89,6 +89,16 @@ def test_pretrain_finetune_resume_then_evaluate_from_checkpoint(tmp_path, monkey
     again_mse = json.loads((again / "zero_shot.json").read_text())["zero_shot_mse"]
     assert again_mse == pytest.approx(zs["zero_shot_mse"], rel=1e-5)
 
+    # 4. closed loop in the simulator from the same checkpoint, with the random baseline
+    code, out, err = cli(monkeypatch, capsys, "eval-policy", "--ckpt", run, "--episodes", "2", "--appearance", "tabletop",
+                         "max_steps=9")  # fmt: skip
+    assert code == 0, err
+    report = json.loads((run / "eval.json").read_text())
+    assert report["appearance"] == "tabletop" and len(report["policy"]["episodes"]) == 2
+    assert [e["steps"] for e in report["policy"]["episodes"]] == [9, 9]  # two policy calls of Ta = 8
+    assert 0 <= report["policy"]["mean_max_coverage"] <= 1 and "random" in report
+    assert "mean max coverage" in out
+
 
 def test_bad_inputs_exit_with_one_line(tmp_path, monkeypatch, capsys):
     bad = write_synthetic_store(tmp_path / "bad.zarr", 2, drop=("data/action",))
@@ -115,6 +125,10 @@ def test_bad_inputs_exit_with_one_line(tmp_path, monkeypatch, capsys):
     assert code == 2 and "horizon" in err
     code, _, err = cli(monkeypatch, capsys, "eval-policy", "--ckpt", tmp_path / "nothing", "--episodes", "1")
     assert code == 2 and "no policy checkpoint" in err
+    code, _, err = cli(
+        monkeypatch, capsys, "pretrain-policy", "--train", tmp_path / "nothing.zarr", "--out", tmp_path / "r"
+    )
+    assert code == 2 and "nothing.zarr" in err and len(err.strip().splitlines()) == 1
 
 
 def test_repeated_nan_loss_stops_with_a_user_error(tmp_path, monkeypatch, capsys, stores):
