@@ -192,8 +192,8 @@ def color_name(rgb: Sequence[float]) -> str:
         return "light grey" if light > 0.65 else ("dark grey" if light < 0.35 else "grey")
     if hue < 15 or hue >= 345:
         base = "red"
-    elif hue < 45:
-        base = "brown" if light < 0.45 else "orange"
+    elif hue < 45:  # orange only when saturated; dull oranges read as beige or brown
+        base = "brown" if light < 0.45 or (s < 0.6 and light <= 0.55) else ("beige" if s < 0.6 else "orange")
     elif hue < 70:
         base = "yellow" if light >= 0.4 else "olive"
     elif hue < 160:
@@ -206,7 +206,7 @@ def color_name(rgb: Sequence[float]) -> str:
         base = "purple"
     else:
         base = "pink"
-    if base in ("orange", "yellow") and s < 0.45 and light > 0.6:
+    if base == "beige" or (base == "yellow" and s < 0.45 and light > 0.6):
         return "beige"
     if s < 0.3 and base in ("blue", "teal", "green", "purple"):
         base = f"grey-{base}"  # Diffusion Policy's LightSlateGray T reads as "grey-blue"
