@@ -308,3 +308,29 @@ def test_combine_refs():
     assert combine_refs(refs, 5, "batch").flatten().tolist() == [0, 1, 2, 0, 1]
     drawn = combine_refs(refs, 200, "sample", torch.Generator().manual_seed(0)).flatten()
     assert set(drawn.tolist()) == {0.0, 1.0, 2.0}
+
+
+def test_tokenizer_covers_the_edit_pair_instructions():
+    pairs = pytest.importorskip("sim2real.data.pairs")
+    from sim2real.editing.text import build_word_tokenizer
+
+    tok = build_word_tokenizer()
+    text = " ".join(pairs.instruction_vocabulary()) + " change the T-shaped block to grey-blue"
+    ids = tok(text).input_ids
+    assert tok.unk_token_id not in ids
+    assert tok("zebra")["input_ids"][1] == tok.unk_token_id
+
+
+def test_editor_presets_compose_into_the_schema():
+    from sim2real.config import compose
+
+    assert compose("editor/tiny", [], EditorConfig) == EditorConfig()
+    sd = compose("editor/sd15", ["pretrained=/some/ip2p"], EditorConfig)
+    assert (sd.preset, sd.codec, sd.parameterization, sd.prediction_type) == (
+        "sd15",
+        "kl",
+        "standard",
+        "epsilon",
+    )
+    with pytest.raises(Sim2RealError, match="pretrained"):
+        compose("editor/sd15", [], EditorConfig)

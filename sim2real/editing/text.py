@@ -27,6 +27,7 @@ red orange yellow green blue purple violet pink brown black white grey gray beig
 magenta teal navy olive maroon gold silver dark light bright pale deep muted warm cool matte glossy
 shiny rough smooth noisy blurry sharp shadow shadows shading shaded lighting light lit soft hard
 sim simulation simulated render rendered rendering flat plain uniform noise grain reflections reflection
+mottled speckled striped checkered granular
 - , . ' !
 """.split()
 
