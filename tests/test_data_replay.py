@@ -129,3 +129,22 @@ def test_load_images_errors(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(Sim2RealError, match="cannot read image"):
         load_images(tmp_path / "broken.png")
+
+
+@pytest.mark.slow
+def test_diffusion_policy_zarr2_reader_opens_a_render_store(tmp_path):
+    """Runs scripts/check_zarr2_compat.py: zarr 2 in its own venv (pip-installs zarr<3 on first use)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sim2real.data.render_job import RenderConfig, run_render
+
+    out = tmp_path / "s.zarr"
+    cfg = RenderConfig(out=str(out), episodes=2)
+    cfg.physics.max_steps = 10
+    run_render(cfg)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "check_zarr2_compat.py"
+    res = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "ok: zarr 2" in res.stdout and '"zarr": "2.' in res.stdout
