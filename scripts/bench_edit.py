@@ -1,6 +1,8 @@
 """Benchmark the tiny editor on CPU: codec choice and guidance throughput.
 
     python scripts/bench_edit.py codec --kl-seconds 120 --out runs/bench/codec.json
+    python scripts/bench_edit.py images --out build/pairs.npz        # frames for a machine without envs
+    python scripts/bench_edit.py codec --images build/pairs.npz --train-device cuda
     python scripts/bench_edit.py pipeline --batch 1 8 --steps 10 --out runs/bench/pipeline.json
 
 `codec`: reconstruction PSNR and encode+decode time of the pixel-unshuffle codec (f=4, f=8) and of a
@@ -64,17 +66,24 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
 
 
-def train_kl(seconds: float, test: torch.Tensor) -> tuple[KLCodec, int]:
-    """Train a tiny AutoencoderKL (f=4, 4 channels) on edit-pair frames for `seconds`."""
-    from sim2real.data.pairs import EditPairGenerator
+def load_frames(args) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) uint8 frames: from `--images` or freshly rendered edit pairs."""
+    if args.images:
+        data = np.load(args.images)
+        return data["train"], data["test"]
+    return pair_images(args.n_train, seed=1), pair_images(64, seed=123)
 
+
+def train_kl(seconds: float, train: np.ndarray, device: str) -> tuple[KLCodec, int]:
+    """Train a tiny AutoencoderKL (f=4, 4 channels) on edit-pair frames for `seconds` (random flips)."""
     torch.manual_seed(0)
-    vae = tiny_autoencoder_kl(latent_channels=4, factor=4)
+    vae = tiny_autoencoder_kl(latent_channels=4, factor=4).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
-    gen, steps, t0 = EditPairGenerator(seed=1), 0, time.perf_counter()
+    data = to_model_images(train).to(device)  # (N, 3, 96, 96)
+    steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        b = gen.batch(8)
-        x = to_model_images(np.concatenate([b["input"], b["target"]]))  # (16, 3, 96, 96)
+        x = data[torch.randint(len(data), (16,), device=device)]
+        x = torch.where(torch.rand(16, 1, 1, 1, device=device) < 0.5, x, x.flip(-1))  # (16, 3, 96, 96)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         loss = (rec - x).abs().mean() + (rec - x).square().mean() + 1e-6 * post.kl().mean()
@@ -82,14 +91,15 @@ def train_kl(seconds: float, test: torch.Tensor) -> tuple[KLCodec, int]:
         loss.backward()
         opt.step()
         steps += 1
-    vae.eval()
+    vae.eval().cpu()
     return KLCodec(vae), steps
 
 
 def bench_codec(args) -> dict:
-    test = to_model_images(pair_images(64, seed=123))  # (64, 3, 96, 96)
+    train, test = load_frames(args)
+    test = to_model_images(test)  # (64, 3, 96, 96)
     codecs = {"unshuffle_f4": PixelUnshuffleCodec(4), "unshuffle_f8": PixelUnshuffleCodec(8)}
-    kl, kl_steps = train_kl(args.kl_seconds, test)
+    kl, kl_steps = train_kl(args.kl_seconds, train, args.train_device)
     codecs["kl_f4_trained"] = kl
     rows = {}
     for name, codec in codecs.items():
@@ -105,9 +115,17 @@ def bench_codec(args) -> dict:
             "unet_3way_call_ms": unet_call_ms(codec, args),
         }
         print(name, json.dumps(rows[name]))
-    rows["kl_f4_trained"]["train_steps"] = kl_steps
-    rows["kl_f4_trained"]["train_seconds"] = args.kl_seconds
+    rows["kl_f4_trained"].update(
+        train_steps=kl_steps, train_seconds=args.kl_seconds, train_device=args.train_device
+    )
+    rows["kl_f4_trained"]["train_frames"] = len(train)
     return rows
+
+
+def dump_images(args) -> dict:
+    train, test = pair_images(args.n_train, seed=1), pair_images(64, seed=123)
+    np.savez_compressed(args.out, train=train, test=test)
+    return {"train": list(train.shape), "test": list(test.shape)}
 
 
 def unet_call_ms(codec, args) -> float:
@@ -217,15 +235,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["codec", "pipeline"])
+    parser.add_argument("what", choices=["codec", "pipeline", "images"])
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the results")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the box is shared)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--kl-seconds", type=float, default=120.0)
+    parser.add_argument(
+        "--train-device", default="cpu", help="where the AutoencoderKL trains (timings stay on CPU)"
+    )
+    parser.add_argument("--images", type=Path, default=None, help="npz of train/test frames (from `images`)")
+    parser.add_argument("--n-train", type=int, default=1024)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.what == "images":
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        print(dump_images(args))
+        return
     result = bench_codec(args) if args.what == "codec" else bench_pipeline(args)
     record = {"what": args.what, "threads": args.threads, "torch": torch.__version__, "results": result}
     if args.out:
