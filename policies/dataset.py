@@ -188,8 +188,8 @@ class SequenceDataset:
     """Windows of some episodes of a store, gathered in memory: `batch(window_ids)` → normalised tensors.
 
     No DataLoader: a batch is three fancy-index gathers from arrays already in RAM (the images stay
-    uint8 until gathered), which runs at tens of thousands of windows per second
-    (`scripts/bench_policy_data.py`) — far beyond what the model consumes on a CPU.
+    uint8 until gathered): ~1000 windows/s on two heavily shared CPU cores, about 200× what a `quick`
+    training step consumes there (`scripts/bench_policy_data.py`), so the model is the bottleneck.
     """
 
     def __init__(
