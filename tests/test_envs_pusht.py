@@ -188,6 +188,7 @@ def test_describe_words():
 
 
 # ---- gymnasium env ---------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:.*symmetric and normalized")  # world-pixel actions, like DP
 @pytest.mark.parametrize("obs_type", ["state", "pixels", "pixels_agent_pos"])
 def test_check_env(obs_type):
     env = gym.make("sim2real/PushT-v0", obs_type=obs_type, appearance="tabletop")
