@@ -4,10 +4,11 @@ import cv2
 import numpy as np
 import pytest
 
-from sim2real.config import compose
+from sim2real.config import CONFIG_DIR, build
 from sim2real.errors import Sim2RealError
 from sim2real.feedback.masks import auto_ref_masks, iou, load_ref_masks, region_mask, write_mask_overlay
 from sim2real.feedback.score import FeedbackConfig, FeedbackScorer, score_edits
+from sim2real.feedback.structure import CannyConfig
 
 
 def labelled_scene(b=2, size=64, t_colour=(236, 122, 32)):
@@ -94,10 +95,22 @@ def test_feedback_config_checks_and_yaml():
         FeedbackConfig(encoder="dreamsim")
     with pytest.raises(ValueError, match="encoder must be"):
         FeedbackConfig(encoder="lpips")
-    cfg = compose("feedback/default", ["alpha=2.0", "canny.low=30"], FeedbackConfig)
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        node = hydra_compose("feedback/default", overrides=["feedback.alpha=2.0", "feedback.canny.low=30"])
+    values = OmegaConf.to_container(node, resolve=True)["feedback"]
+    cfg = build(FeedbackConfig, values)
     assert cfg.alpha == 2.0 and cfg.canny.low == 30 and cfg.lam == 0.05
-    with pytest.raises(Sim2RealError):
-        compose("feedback/default", ["bogus=1"], FeedbackConfig)
+    assert cfg == FeedbackConfig(
+        alpha=2.0, canny=CannyConfig(low=30.0)
+    )  # the YAML holds the dataclass defaults
+    with pytest.raises(TypeError, match="bogus"):
+        build(FeedbackConfig, {**values, "bogus": 1})
+    with pytest.raises((TypeError, ValueError)):
+        build(FeedbackConfig, {**values, "reduce_refs": "median"})
 
 
 def test_scorer_caches_reference_embeddings():
@@ -109,7 +122,7 @@ def test_scorer_caches_reference_embeddings():
 
         def embed(self, images, masks):
             calls.append(len(images))
-            return np.stack([images[m].mean(axis=0) for images, m in zip(images, masks)]) + 1.0
+            return np.stack([img[m].mean(axis=0) for img, m in zip(images, masks, strict=True)]) + 1.0
 
     scorer = FeedbackScorer(FeedbackConfig(), inp, labels, encoder=Counting())
     scorer(inp, inp, labels, "background")

@@ -146,75 +146,99 @@ def _fill_holes(comp: np.ndarray) -> np.ndarray:
     return filled > 0
 
 
+def _ring_contrast(comp: np.ndarray, lab: np.ndarray, width: int = 3) -> tuple[float, np.ndarray]:
+    """ΔE76 between a component's mean Lab colour and the ring of pixels just around it."""
+    k = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+    ring = (cv2.dilate(comp.astype(np.uint8), k) > 0) & ~comp
+    inside = lab[comp].mean(axis=0)
+    if not ring.any():
+        return 0.0, inside
+    return float(np.linalg.norm(inside - lab[ring].mean(axis=0))), inside
+
+
+def _split_boundary(comp: np.ndarray, lab: np.ndarray, width: int = 2) -> np.ndarray:
+    """Refine a blob's edge: pixels within `width` px whose colour is nearer the blob than its ring."""
+    k = np.ones((3, 3), np.uint8)
+    near = cv2.dilate(comp.astype(np.uint8), k, iterations=width) > 0
+    core = cv2.erode(comp.astype(np.uint8), k, iterations=1) > 0
+    ring = (cv2.dilate(comp.astype(np.uint8), k, iterations=width + 3) > 0) & ~near
+    if not core.any() or not ring.any():
+        return _fill_holes(comp)
+    c_in, c_out = np.median(lab[core], axis=0), np.median(lab[ring], axis=0)
+    axis = c_in - c_out
+    frac = ((lab - c_out) @ axis) / max(float(axis @ axis), 1e-6)  # 0 at the ring colour, 1 at the blob's
+    return _fill_holes((near & (frac > 0.5)) | core)
+
+
 def _segment_one(
-    img: np.ndarray, hint_lab: np.ndarray | None, k: int, min_saturation: int, rng_seed: int
+    img: np.ndarray, hint_lab: np.ndarray | None, k: int, min_chroma: float, seed: int
 ) -> np.ndarray:
+    """Label map of one frame: colour clusters → connected components → the T and the agent."""
     h, w = img.shape[:2]
     blur = cv2.GaussianBlur(img, (3, 3), 0)
-    lab = cv2.cvtColor(blur, cv2.COLOR_RGB2LAB).astype(np.float32)  # L, a, b in 0..255 (a, b offset 128)
-    hsv = cv2.cvtColor(blur, cv2.COLOR_RGB2HSV)
-    chroma = np.hypot(lab[..., 1] - 128, lab[..., 2] - 128)
-    # k-means on (a, b, L/2) of every pixel: colour clusters, lightness down-weighted (shading)
+    lab = cv2.cvtColor(blur.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)  # L 0–100, a/b ±100
+    chroma = np.hypot(lab[..., 1], lab[..., 2])
+    # 1. k-means colour clusters on (a, b, L/2): chroma separates a painted block from a table,
+    #    lightness is down-weighted so lighting gradients do not split objects
     feats = np.stack([lab[..., 1], lab[..., 2], lab[..., 0] * 0.5], axis=-1).reshape(-1, 3)
-    cv2.setRNGSeed(rng_seed)
+    cv2.setRNGSeed(seed)
     crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
-    _, assign, centres = cv2.kmeans(feats, k, None, crit, 3, cv2.KMEANS_PP_CENTERS)
+    _, assign, _ = cv2.kmeans(np.ascontiguousarray(feats), k, None, crit, 3, cv2.KMEANS_PP_CENTERS)
     assign = assign.reshape(h, w)
-    sat = (hsv[..., 1] >= min_saturation) & (chroma >= 12)
-    labels = np.zeros((h, w), np.uint8)
+    # 2. components of each cluster that stand out from their surroundings (table fragments do not)
     candidates = []
     for c in range(k):
-        cl = (assign == c) & sat
-        cl = cv2.morphologyEx(cl.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) > 0
+        cl = cv2.morphologyEx((assign == c).astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) > 0
         for comp, st in _components(cl):
-            if st["frac"] < 0.004 or st["frac"] > 0.45:
+            if not 0.002 <= st["frac"] <= 0.25:
                 continue  # specks, or the table itself
-            colour = lab[comp].mean(axis=0)
-            candidates.append((comp, st, c, colour))
-    if not candidates:
+            contrast, colour = _ring_contrast(comp, lab)
+            if contrast < 12.0:
+                continue
+            st.update(contrast=contrast, chroma=float(chroma[comp].mean()), colour=colour)
+            candidates.append((comp, st))
+    labels = np.zeros((h, w), np.uint8)
+    # 3. T-block: the largest compact saturated candidate (or the one closest to the colour hint)
+    t_cands = [(comp, st) for comp, st in candidates if st["chroma"] >= min_chroma and st["solidity"] > 0.4]
+    if not t_cands:
         return labels
     if hint_lab is not None:
-        dist = [
-            np.linalg.norm(col[1:] - hint_lab[1:]) + 0.25 * abs(col[0] - hint_lab[0])
-            for *_, col in candidates
-        ]
-        t_idx = int(
-            np.argmin([d - 0.002 * st["area"] for d, (_, st, _, _) in zip(dist, candidates, strict=True)])
+        t_comp, t_st = min(
+            t_cands, key=lambda cs: np.linalg.norm(cs[1]["colour"] - hint_lab) - 0.05 * cs[1]["area"]
         )
     else:
-        # largest saturated blob that is not a thin line (solidity of a T is ~0.6, of a line-like shape lower)
-        t_idx = int(
-            np.argmax(
-                [
-                    st["area"] * (st["solidity"] > 0.45) * (0.5 if st["border"] else 1.0)
-                    for _, st, _, _ in candidates
-                ]
-            )
-        )
-    t_comp, _, t_cluster, _ = candidates[t_idx]
-    t_mask = _fill_holes(t_comp)
+        t_comp, t_st = max(t_cands, key=lambda cs: cs[1]["area"] * (0.5 if cs[1]["border"] else 1.0))
+    # boundary: near the blob, a pixel is T where its colour is over halfway from the table's colour
+    # (the ring around the blob) to the T's (anti-aliased, blurred edges split evenly)
+    t_mask = _split_boundary(t_comp, cv2.cvtColor(img.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab))
     labels[t_mask] = TBLOCK
+    # 4. agent: the most circular small candidate that is not part of the T
     agents = [
-        (st["circularity"], comp)
-        for i, (comp, st, c, _) in enumerate(candidates)
-        if i != t_idx and c != t_cluster and st["circularity"] > 0.6 and st["frac"] < 0.05
+        (st["circularity"] * min(st["contrast"], 40.0), comp)
+        for comp, st in candidates
+        if st["circularity"] > 0.6 and st["frac"] < 0.03 and not (comp & t_mask).any()
     ]
     if agents:
-        labels[_fill_holes(max(agents, key=lambda a: a[0])[1]) & ~t_mask] = AGENT
+        a_comp = max(agents, key=lambda a: a[0])[1]
+        a_mask = _split_boundary(
+            a_comp | _fill_holes(a_comp), cv2.cvtColor(img.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+        )
+        labels[a_mask & ~t_mask] = AGENT
     return labels
 
 
 def auto_ref_masks(
     images: Any,
     t_color_hint: tuple[int, int, int] | None = None,
-    n_clusters: int = 5,
-    min_saturation: int = 60,
+    n_clusters: int = 6,
+    min_chroma: float = 20.0,
     seed: int = 0,
 ) -> np.ndarray:
     """Automatic label maps for reference frames: uint8 `(B, H, W)` with 0 bg, 1 T-block, 2 agent.
 
     images: uint8 RGB `(B, H, W, 3)`. t_color_hint: RGB of the T-block if known (e.g. (230, 120, 40)
-    for an orange block); without it, the largest compact saturated blob is taken. A frame where no
+    for an orange block); without it, the largest compact saturated blob (mean chroma >= `min_chroma`
+    Lab units) that stands out from its surroundings is taken. `n_clusters`: k of the k-means. A frame where no
     T-block is found gets an all-background map and a warning (check the overlay).
     """
     imgs = as_uint8_images(images, "images")
@@ -222,9 +246,9 @@ def auto_ref_masks(
     if t_color_hint is not None:
         if len(t_color_hint) != 3:
             raise Sim2RealError(f"t_color_hint must be an RGB triple; got {t_color_hint!r}")
-        px = np.asarray(t_color_hint, np.uint8).reshape(1, 1, 3)
-        hint_lab = cv2.cvtColor(px, cv2.COLOR_RGB2LAB).reshape(3).astype(np.float32)
-    out = np.stack([_segment_one(img, hint_lab, n_clusters, min_saturation, seed) for img in imgs])
+        px = np.asarray(t_color_hint, np.float32).reshape(1, 1, 3) / 255.0
+        hint_lab = cv2.cvtColor(px, cv2.COLOR_RGB2Lab).reshape(3)
+    out = np.stack([_segment_one(img, hint_lab, n_clusters, min_chroma, seed) for img in imgs])
     missing = np.flatnonzero(~(out == TBLOCK).reshape(len(out), -1).any(axis=1))
     if len(missing):
         logger.warning(

@@ -53,7 +53,7 @@ class FeedbackConfig:
     chamfer_tolerance_px: float = 1.5
     chamfer_max_px: float = 10.0
     depth_path: str | None = None
-    encoder: str = "texture"
+    encoder: Literal["texture", "dreamsim", "dinov2", "clip"] = "texture"
     encoder_path: str | None = None
     texture: TextureEncoderConfig = field(default_factory=TextureEncoderConfig)
     lam: float = 0.05
