@@ -292,3 +292,13 @@ def test_cli_bad_refs_give_one_line_errors(base_dir, tmp_path, monkeypatch, caps
     (tmp_path / "empty").mkdir()
     assert _cli(monkeypatch, [*base, "--refs", str(tmp_path / "empty")]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_cli_edit_rejects_a_folder_that_is_not_a_specialist(base_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SIM2REAL_PROGRESS", "0")
+    sim = _write_sim(tmp_path / "sim.zarr", episodes=1, frames=1)
+    refdir = _write_refs(tmp_path / "real", n=1)
+    args = ["edit", "--in", str(sim), "--out", str(tmp_path / "o.zarr"), "--specialist", str(base_dir), "--refs", str(refdir)]
+    assert _cli(monkeypatch, args) == 2
+    assert "not a specialist folder" in capsys.readouterr().err
+    assert not (tmp_path / "o.zarr").exists()
