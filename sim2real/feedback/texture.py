@@ -4,77 +4,54 @@ It stands in for DreamSim when no weights are available and is measured for that
 same-material / different-material triplets (`scripts/eval_encoders.py`). The embedding is a
 concatenation of weighted blocks, all computed over the masked pixels only:
 
-* colour: masked mean of CIE Lab (L/100, a/100, b/100 scaled) and log standard deviations;
+* colour: masked mean of CIE Lab (scaled to about ±1) and log standard deviations;
 * colour histogram: soft-binned joint (a, b) chroma histogram plus an L histogram (square-rooted,
-  so the cosine of two histograms is their Bhattacharyya coefficient); colour statistics are taken
-  at half resolution after dividing out a smooth illumination field (see `remove_illumination`);
-* texture: at three scales (1, 2, 4 px), a fixed filter bank on L (x/y derivatives, the three second
-  derivatives, a centre-surround) → log energies and the normalised Gram matrix (correlations) of the
-  responses — Gatys-style texture statistics without a learned network — plus chroma gradient energy.
+  so the cosine of two histograms is their Bhattacharyya coefficient). Colour statistics are taken
+  at half resolution after dividing out a smooth illumination field (`remove_illumination`), so a
+  lighting gradient or vignette is not read as colour spread;
+* texture: at three scales (1, 2, 4 px), a fixed filter bank on L (x/y Gaussian derivatives, the
+  three second derivatives, a centre-surround) → log energies and the normalised Gram matrix
+  (correlations) of the responses — Gatys-style texture statistics without a learned network — plus
+  chroma gradient energy and the orientation coherence of the structure tensor (stripes vs blotches).
 
 Texture responses are taken only where the filter support lies wholly inside the mask (the mask is
-eroded by the filter radius), so the outline of the T-block or the frame border does not read as
-texture. Every block is centred on fixed constants and scaled to about unit range, and a constant
-coordinate is appended, so that 1 − cosine between two embeddings behaves like a weighted squared
-distance between the statistics (a pure cosine of all-positive statistics would see only ratios).
+eroded by the filter radius; frames are reflect-padded), so the outline of the T-block or the frame
+border does not read as texture. Every block is centred on fixed constants and scaled to about unit
+range, and a constant coordinate is appended, so that 1 − cosine between two embeddings behaves like a
+weighted squared distance between the statistics (a pure cosine of all-positive statistics would see
+only ratios).
+
+Batched NumPy + OpenCV (frames stacked into one tall image per filter): no per-pixel Python.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from sim2real.feedback._checks import as_images, as_masks, same_batch
 
-# sRGB (D65) → XYZ, then Lab against the D65 white point.
-_RGB2XYZ = torch.tensor(
-    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
-)
-_WHITE = torch.tensor([0.950456, 1.0, 1.088754])
 
-
-def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
-    """sRGB in [0, 1] `(B, 3, H, W)` → CIE Lab `(B, 3, H, W)` (L 0–100, a/b about −100..100)."""
-    lin = torch.where(x > 0.04045, ((x + 0.055) / 1.055) ** 2.4, x / 12.92)
-    xyz = torch.einsum("ij,bjhw->bihw", _RGB2XYZ.to(x), lin) / _WHITE.to(x)[None, :, None, None]
-    f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
-    L = 116 * f[:, 1] - 16
-    a = 500 * (f[:, 0] - f[:, 1])
-    b = 200 * (f[:, 1] - f[:, 2])
-    return torch.stack([L, a, b], dim=1)
-
-
-def _lab(x: torch.Tensor) -> torch.Tensor:
-    """OpenCV's float sRGB → Lab per frame (one C++ call each; several times faster than `rgb_to_lab`)."""
-    import cv2
-
-    arr = x.permute(0, 2, 3, 1).contiguous().numpy()
-    out = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2Lab) for f in arr])
-    return torch.from_numpy(out).permute(0, 3, 1, 2)
-
-
-def _filter_bank() -> torch.Tensor:
-    """Six 5x5 filters `(6, 1, 5, 5)`: Gaussian derivatives (σ=1) d/dx, d/dy, d²/dx², d²/dy², d²/dxdy, DoG."""
-    r = torch.arange(-2, 3, dtype=torch.float32)
-    y, x = torch.meshgrid(r, r, indexing="ij")
-    g = torch.exp(-(x**2 + y**2) / 2)
-    g = g / g.sum()
-    g2 = torch.exp(-(x**2 + y**2) / (2 * 2.0**2))
-    g2 = g2 / g2.sum()
+def _filter_bank() -> np.ndarray:
+    """Six 5x5 filters `(6, 5, 5)`: Gaussian derivatives (σ=1) d/dx, d/dy, d²/dx², d²/dy², d²/dxdy, DoG."""
+    r = np.arange(-2, 3, dtype=np.float32)
+    y, x = np.meshgrid(r, r, indexing="ij")
+    g = np.exp(-(x**2 + y**2) / 2)
+    g /= g.sum()
+    g2 = np.exp(-(x**2 + y**2) / (2 * 2.0**2))
+    g2 /= g2.sum()
     filters = [-x * g, -y * g, (x**2 - 1) * g, (y**2 - 1) * g, x * y * g, g - g2]
-    bank = torch.stack([f - f.mean() for f in filters])  # zero DC: flat regions give no response
-    bank = bank / bank.abs().sum(dim=(1, 2), keepdim=True)
-    return bank[:, None]
+    bank = np.stack([f - f.mean() for f in filters])  # zero DC: flat regions give no response
+    return (bank / np.abs(bank).sum(axis=(1, 2), keepdims=True)).astype(np.float32)
 
 
 _BANK = _filter_bank()
-_LAB_SCALE = torch.tensor([50.0, 30.0, 30.0])
-_LAB_CENTRE = torch.tensor([1.0, 0.0, 0.0])
-_IU = torch.triu_indices(6, 6, offset=1)
 _RADIUS = 2
+_LAB_SCALE = np.array([50.0, 30.0, 30.0], np.float32)
+_LAB_CENTRE = np.array([1.0, 0.0, 0.0], np.float32)
+_IU = np.triu_indices(6, k=1)
 
 
 @dataclass
@@ -88,15 +65,14 @@ class TextureEncoderConfig:
     scales: downsampling factors at which the filter bank runs.
     hist_bins: bins per axis of the (a, b) chroma histogram (the L histogram uses the same count).
     delight: divide out a smooth illumination field (a quadratic fit to log-brightness over the
-        masked pixels, its mean kept) before the statistics, so a lighting gradient or vignette is not
-        read as colour spread.
+        masked pixels, its mean kept) before the statistics.
     """
 
     w_colour: float = 1.0
-    w_hist: float = 1.0
-    w_energy: float = 2.0
-    w_gram: float = 0.5
-    w_coherence: float = 2.0
+    w_hist: float = 2.0
+    w_energy: float = 1.0
+    w_gram: float = 0.25
+    w_coherence: float = 1.0
     scales: tuple[int, ...] = (1, 2, 4)
     hist_bins: int = 8
     delight: bool = True
@@ -111,69 +87,103 @@ class TextureEncoderConfig:
             raise ValueError(f"hist_bins must be >= 2; got {self.hist_bins=}")
 
 
-def _masked_moments(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std over masked pixels: x `(B, C, H, W)`, m `(B, 1, H, W)` float → `(B, C)` each."""
-    n = m.sum(dim=(2, 3)).clamp_min(1.0)
-    mean = (x * m).sum(dim=(2, 3)) / n
-    var = ((x - mean[..., None, None]) ** 2 * m).sum(dim=(2, 3)) / n
-    return mean, var.clamp_min(0).sqrt()
+# --- batched helpers (frames stacked along the first axis) -----------------------------------------
 
 
-def _soft_weights(v: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor:
+def _pool(x: np.ndarray, s: int) -> np.ndarray:
+    """Mean over s×s blocks of `(B, H, W, ...)` (the remainder rows/cols are dropped)."""
+    if s == 1:
+        return x
+    b, h, w = x.shape[:3]
+    h2, w2 = h // s, w // s
+    x = x[:, : h2 * s, : w2 * s]
+    return x.reshape(b, h2, s, w2, s, *x.shape[3:]).mean(axis=(2, 4))
+
+
+def _stacked(x: np.ndarray, fn, pad: int, mode: str = "reflect") -> np.ndarray:
+    """Apply a 2-D OpenCV op to every frame of `(B, h, w)` in one call: pad each frame, stack them
+    into one tall image, run `fn`, crop back. Padding keeps frames from leaking into each other."""
+    b, h, w = x.shape
+    p = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode=mode)
+    out = fn(np.ascontiguousarray(p.reshape(b * (h + 2 * pad), w + 2 * pad)))
+    return out.reshape(b, h + 2 * pad, w + 2 * pad)[:, pad : pad + h, pad : pad + w]
+
+
+def _filter(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    return _stacked(
+        x, lambda im: cv2.filter2D(im, cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT_101), _RADIUS
+    )
+
+
+def _erode(m: np.ndarray, radius: int) -> np.ndarray:
+    """Binary erosion of `(B, h, w)` float {0, 1} masks; the frame border does not erode (edge padding)."""
+    k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    return _stacked(m.astype(np.uint8), lambda im: cv2.erode(im, k), radius, mode="edge").astype(np.float32)
+
+
+def _masked_moments(x: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over masked pixels: x `(B, P, C)`, m `(B, P)` weights → `(B, C)` each."""
+    n = np.maximum(m.sum(axis=1), 1e-8)[:, None]
+    mean = np.einsum("bp,bpc->bc", m, x) / n
+    var = np.einsum("bp,bpc->bc", m, (x - mean[:, None]) ** 2) / n
+    return mean, np.sqrt(np.maximum(var, 0))
+
+
+def _soft_weights(v: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
     """Triangular-kernel bin weights of v `(B, P)` → `(B, P, bins)` (each pixel's weights sum to 1)."""
-    centres = torch.linspace(lo, hi, bins)
+    centres = np.linspace(lo, hi, bins, dtype=np.float32)
     width = (hi - lo) / (bins - 1)
-    return (1 - (v.clamp(lo, hi)[..., None] - centres).abs() / width).clamp_min(0)
+    return np.maximum(1 - np.abs(np.clip(v, lo, hi)[..., None] - centres) / width, 0)
 
 
-def _histograms(lab: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
-    """Masked joint (a, b) chroma histogram and L histogram, square-rooted → `(B, bins² + bins)`.
-
-    lab `(B, 3, H, W)`, m `(B, 1, H, W)` (fractional weights allowed).
-    """
-    b = lab.shape[0]
-    flat = lab.reshape(b, 3, -1)  # (B, 3, P)
-    wm = m.reshape(b, -1, 1)  # (B, P, 1)
-    wa = _soft_weights(flat[:, 1], -60, 60, bins) * wm  # (B, P, bins)
-    wb = _soft_weights(flat[:, 2], -60, 60, bins)
-    joint = (wa.transpose(1, 2) @ wb).flatten(1)  # (B, bins²): soft joint counts
-    hl = (_soft_weights(flat[:, 0], 0, 100, bins) * wm).sum(dim=1)  # (B, bins)
-    n = wm.sum(dim=1).clamp_min(1e-8)  # (B, 1)
-    return torch.cat([(joint / n).sqrt(), (hl / n).sqrt()], dim=1)
+def _histograms(lab: np.ndarray, m: np.ndarray, bins: int) -> np.ndarray:
+    """Masked joint (a, b) histogram and L histogram, square-rooted: lab `(B, P, 3)`, m `(B, P)` →
+    `(B, bins² + bins)`."""
+    wm = m[..., None]
+    wa = _soft_weights(lab[..., 1], -60, 60, bins) * wm  # (B, P, bins)
+    wb = _soft_weights(lab[..., 2], -60, 60, bins)
+    joint = (wa.transpose(0, 2, 1) @ wb).reshape(len(lab), -1)  # (B, bins²) soft joint counts
+    hl = (_soft_weights(lab[..., 0], 0, 100, bins) * wm).sum(axis=1)  # (B, bins)
+    n = np.maximum(m.sum(axis=1, keepdims=True), 1e-8)
+    return np.sqrt(np.concatenate([joint / n, hl / n], axis=1))
 
 
-def _quadratic_basis(h: int, w: int) -> torch.Tensor:
-    v, u = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    return torch.stack([torch.ones_like(u), u, v, u * u, v * v, u * v]).reshape(6, -1).T  # (HW, 6)
+def _quadratic_basis(h: int, w: int) -> np.ndarray:
+    v, u = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    return (
+        np.stack([np.ones_like(u), u, v, u * u, v * v, u * v]).reshape(6, -1).T.astype(np.float32)
+    )  # (HW, 6)
 
 
-def remove_illumination(x: torch.Tensor, m: torch.Tensor, fit_size: int = 24) -> torch.Tensor:
-    """Divide out a smooth multiplicative light field: x `(B, 3, H, W)` in [0, 1], m `(B, 1, H, W)`.
+def remove_illumination(x: np.ndarray, m: np.ndarray, fit_size: int = 24) -> np.ndarray:
+    """Divide out a smooth multiplicative light field: x `(B, H, W, 3)` in [0, 1], m `(B, H, W)` bool.
 
     Fits log(mean RGB) ≈ quadratic in (u, v) over the masked pixels (weighted least squares on a
-    `fit_size` grid: the field is smooth) and divides the image by exp(fit − its masked mean):
+    coarse grid: the field is smooth) and divides the image by exp(fit − its masked mean):
     gradients and vignetting go, the mean brightness stays.
     """
-    b, _, h, w = x.shape
-    xs = F.adaptive_avg_pool2d(x.mean(dim=1, keepdim=True), fit_size)  # (B, 1, s, s)
-    ms = F.adaptive_avg_pool2d(m, fit_size)
-    inside = ms > 0.99  # coarse cells wholly inside the mask
-    wgt = torch.where(
-        inside.reshape(b, -1).sum(dim=1, keepdim=True) >= 8, inside.reshape(b, -1).float(), ms.reshape(b, -1)
+    b, h, w = x.shape[:3]
+    grey = x.mean(axis=3)
+    small = np.stack([cv2.resize(g, (fit_size, fit_size), interpolation=cv2.INTER_AREA) for g in grey])
+    ms = np.stack(
+        [cv2.resize(mm, (fit_size, fit_size), interpolation=cv2.INTER_AREA) for mm in m.astype(np.float32)]
     )
+    inside = (ms > 0.99).reshape(b, -1).astype(np.float32)
+    wgt = np.where(
+        inside.sum(axis=1, keepdims=True) >= 8, inside, ms.reshape(b, -1)
+    )  # thin masks: partial cells
     basis = _quadratic_basis(fit_size, fit_size)
-    y = torch.log(xs.reshape(b, -1).clamp_min(1e-3))  # (B, s²)
+    y = np.log(np.maximum(small.reshape(b, -1), 1e-3))  # (B, s²)
     a = basis[None] * wgt[..., None]  # (B, s², 6)
-    ata = a.transpose(1, 2) @ basis[None] + 1e-3 * torch.eye(6)  # (B, 6, 6); ridge keeps thin masks stable
-    coef = torch.linalg.solve(ata, (a * y[..., None]).sum(dim=1))  # (B, 6)
-    coef[:, 0] = 0  # keep the overall level; only the shape of the field is removed
-    field = (_quadratic_basis(h, w) @ coef.T).T.reshape(b, 1, h, w)  # (B, 1, H, W) log gain
-    field = field - (field * m).sum(dim=(2, 3), keepdim=True) / m.sum(dim=(2, 3), keepdim=True).clamp_min(1)
-    return (x * torch.exp(-field)).clamp(0, 1)
-
-
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    ata = a.transpose(0, 2, 1) @ basis[None] + 1e-3 * np.eye(
+        6, dtype=np.float32
+    )  # ridge: thin masks stay stable
+    coef = np.linalg.solve(ata, (a * y[..., None]).sum(axis=1)[..., None])[..., 0]  # (B, 6)
+    coef[:, 0] = 0  # keep the overall level; only the shape of the field goes
+    field = (_quadratic_basis(h, w) @ coef.T).T.reshape(b, h, w)  # log gain
+    mf = m.astype(np.float32)
+    field -= (field * mf).sum(axis=(1, 2), keepdims=True) / np.maximum(mf.sum(axis=(1, 2), keepdims=True), 1)
+    return np.clip(x * np.exp(-field)[..., None], 0, 1).astype(np.float32)
 
 
 class TextureEncoder:
@@ -184,71 +194,69 @@ class TextureEncoder:
     def __init__(self, cfg: TextureEncoderConfig | None = None):
         self.cfg = cfg or TextureEncoderConfig()
 
-    @torch.no_grad()
     def embed(self, images, masks) -> np.ndarray:
-        x = as_images(images, "images")
-        m = as_masks(masks, "masks")
+        x = as_images(images, "images")  # (B, H, W, 3) float32 in [0, 1]
+        m = as_masks(masks, "masks")  # (B, H, W) bool
         same_batch(x, m, "images vs masks")
-        xt = torch.from_numpy(x).permute(0, 3, 1, 2)  # (B, 3, H, W) in [0, 1]
-        mt = torch.from_numpy(m)[:, None].float()  # (B, 1, H, W)
-        return self.embed_tensor(xt, mt).numpy()
-
-    def embed_tensor(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        """x `(B, 3, H, W)` in [0, 1], m `(B, 1, H, W)` float {0, 1} → `(B, D)`."""
         cfg = self.cfg
         if cfg.delight:
             x = remove_illumination(x, m)
-        lab = _lab(x)  # (B, 3, H, W)
-        # colour statistics at half resolution (4x fewer pixels, same statistics of a smooth colour field)
-        lab2, m2 = F.avg_pool2d(lab, 2, ceil_mode=True), F.avg_pool2d(m, 2, ceil_mode=True)
-        m2 = torch.where(m2.sum(dim=(1, 2, 3), keepdim=True) >= 1, (m2 > 0.99).float(), m2)
-        m2 = torch.where(m2.sum(dim=(1, 2, 3), keepdim=True) >= 1, m2, F.avg_pool2d(m, 2, ceil_mode=True))
-        mean, std = _masked_moments(lab2, m2)
-        colour = torch.cat([mean / _LAB_SCALE - _LAB_CENTRE, torch.log(std + 1.0) - 1.5], dim=1)
-
-        hist = _histograms(lab2, m2, cfg.hist_bins)
-        hist = hist - hist.mean(dim=1, keepdim=True)  # centre so that cosine sees shape, not mass
-
-        energies, grams, cohs = [], [], []
-        lum = lab[:, :1] / 100.0  # (B, 1, H, W)
-        chroma = lab[:, 1:] / 100.0  # (B, 2, H, W)
-        for s in cfg.scales:
-            ls, cs, ms = lum, chroma, m
-            if s > 1:
-                ls, cs = F.avg_pool2d(lum, s), F.avg_pool2d(chroma, s)
-                ms = -F.max_pool2d(-m, s)  # a coarse pixel counts only if wholly inside the mask
-            inner = -F.max_pool2d(
-                -ms, 2 * _RADIUS + 1, stride=1, padding=_RADIUS
-            )  # eroded by the filter radius
-            if (inner.sum(dim=(1, 2, 3)) < 4).any():  # region too thin at this scale: fall back to the mask
-                inner = torch.where(inner.sum(dim=(1, 2, 3), keepdim=True) < 4, ms, inner)
-            r = F.conv2d(ls, _BANK.to(ls), padding=_RADIUS)  # (B, 6, h, w)
-            n = inner.sum(dim=(2, 3)).clamp_min(1.0)  # (B, 1)
-            gram = torch.einsum("bihw,bjhw->bij", r * inner, r) / n[..., None]  # (B, 6, 6)
-            diag = torch.diagonal(gram, dim1=1, dim2=2).clamp_min(1e-10)  # (B, 6)
-            corr = gram / (diag[:, :, None] * diag[:, None, :]).sqrt()
-            grams.append(corr[:, _IU[0], _IU[1]])
-            cg = F.conv2d(cs.reshape(-1, 1, *cs.shape[2:]), _BANK[:2].to(cs), padding=_RADIUS)
-            cg = (cg**2).reshape(len(cs), 4, *cs.shape[2:])  # (B, 4, h, w): d/dx, d/dy of a and b
-            cen = (cg * inner).sum(dim=(2, 3)) / n  # (B, 4)
-            # orientation coherence of the gradient structure tensor: 1 for stripes (wood grain, weave),
-            # 0 for isotropic blotches (noise, marble clouds); invariant to the pattern's angle
-            exx, eyy, exy = gram[:, 0, 0], gram[:, 1, 1], gram[:, 0, 1]
-            coherence = ((exx - eyy) ** 2 + 4 * exy**2).sqrt() / (exx + eyy).clamp_min(1e-10)
-            cohs.append(coherence[:, None] * 2 - 1)
-            energies.append(0.5 * torch.log(diag + 1e-8) + 6.0)
-            energies.append(0.5 * torch.log(cen.reshape(-1, 2, 2).sum(dim=2) + 1e-8) + 6.0)
-        energy = torch.cat(energies, dim=1) / 4.0
-        coh = torch.cat(cohs, dim=1)
-        gram = torch.cat(grams, dim=1)
-
-        bias = torch.ones(len(x), 1)
+        lab = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2Lab) for f in x])  # (B, H, W, 3): L 0–100, a/b ±100
+        colour, hist = self._colour(lab, m)
+        energy, gram, coherence = self._texture(lab, m.astype(np.float32))
         blocks = [
             cfg.w_colour * colour,
-            cfg.w_hist * _unit(hist),
+            cfg.w_hist * hist,
             cfg.w_energy * energy,
             cfg.w_gram * gram,
-            cfg.w_coherence * coh,
-            bias,
+            cfg.w_coherence * coherence,
+            np.ones((len(x), 1)),  # the constant coordinate (see the module docstring)
         ]
-        return torch.cat(blocks, dim=1).float()
+        return np.concatenate(blocks, axis=1).astype(np.float32)
+
+    def _colour(self, lab: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lab mean/log-std block and centred, unit-norm histogram block, at half resolution."""
+        b = len(lab)
+        lab2 = _pool(lab, 2).reshape(b, -1, 3)  # (B, P, 3)
+        frac = _pool(m.astype(np.float32), 2).reshape(b, -1)
+        inside = (frac > 0.99).astype(np.float32)
+        m2 = np.where(inside.sum(axis=1, keepdims=True) >= 1, inside, frac)  # tiny masks: partial pixels
+        mean, std = _masked_moments(lab2, m2)
+        colour = np.concatenate([mean / _LAB_SCALE - _LAB_CENTRE, np.log(std + 1.0) - 1.5], axis=1)
+        hist = _histograms(lab2, m2, self.cfg.hist_bins)
+        hist -= hist.mean(axis=1, keepdims=True)  # centred: cosine sees the shape, not the mass
+        hist /= np.maximum(np.linalg.norm(hist, axis=1, keepdims=True), 1e-8)
+        return colour, hist
+
+    def _texture(self, lab: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per scale: log filter energies + chroma gradient energy, filter correlations, coherence."""
+        b = len(lab)
+        energies, grams, cohs = [], [], []
+        for s in self.cfg.scales:
+            ls = _pool(lab[..., 0] / 100.0, s)  # (B, h, w)
+            cs = _pool(lab[..., 1:] / 100.0, s)  # (B, h, w, 2)
+            ms = (_pool(m, s) > 0.99).astype(np.float32)  # a coarse pixel counts only if wholly inside
+            inner = _erode(ms, _RADIUS)
+            thin = inner.reshape(b, -1).sum(axis=1) < 4  # region too thin at this scale: use the mask
+            inner[thin] = ms[thin]
+            wgt = inner.reshape(b, 1, -1)  # (B, 1, P)
+            n = np.maximum(wgt.sum(axis=2), 1.0)  # (B, 1)
+            r = np.stack([_filter(ls, k) for k in _BANK], axis=1).reshape(b, 6, -1)  # (B, 6, P)
+            gram = ((r * wgt) @ r.transpose(0, 2, 1)) / n[..., None]  # (B, 6, 6)
+            diag = np.maximum(np.diagonal(gram, axis1=1, axis2=2), 1e-10)  # (B, 6)
+            corr = gram / np.sqrt(diag[:, :, None] * diag[:, None, :])
+            grams.append(corr[:, _IU[0], _IU[1]])
+            # orientation coherence of the gradient structure tensor: 1 for stripes (grain, weave),
+            # 0 for isotropic blotches (noise, marble clouds); invariant to the pattern's angle
+            exx, eyy, exy = gram[:, 0, 0], gram[:, 1, 1], gram[:, 0, 1]
+            coherence = np.sqrt((exx - eyy) ** 2 + 4 * exy**2) / np.maximum(exx + eyy, 1e-10)
+            cohs.append(coherence[:, None] * 2 - 1)
+            chroma = [_filter(np.ascontiguousarray(cs[..., c]), k) ** 2 for c in range(2) for k in _BANK[:2]]
+            cen = np.stack(chroma, axis=1).reshape(b, 2, 2, -1).sum(axis=2)  # (B, 2, P): |∇a|², |∇b|²
+            cen = (cen * wgt).sum(axis=2) / n  # (B, 2)
+            energies += [0.5 * np.log(diag + 1e-8) + 6.0, 0.5 * np.log(cen + 1e-8) + 6.0]
+        return (
+            np.concatenate(energies, axis=1) / 4.0,
+            np.concatenate(grams, axis=1),
+            np.concatenate(cohs, axis=1),
+        )
