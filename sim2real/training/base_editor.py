@@ -64,6 +64,9 @@ class PretrainEditorConfig:
     log_every, eval_every, checkpoint_every: in optimisation steps.
     eval_pairs, sample_steps, guidance_scale, image_guidance_scale: the periodic evaluation.
     seed: data and initialisation seed.
+    init: start from this editor folder (e.g. an earlier run's model/) instead of random weights.
+    views_per_pair: training examples made from one rendered pair by different 90° rotations and
+        flips (rendering, not the model, is the bottleneck on a GPU).
     """
 
     out: str = ""
@@ -90,6 +93,8 @@ class PretrainEditorConfig:
     guidance_scale: float = 3.0
     image_guidance_scale: float = 1.5
     seed: int = 0
+    init: str | None = None
+    views_per_pair: int = 2
 
     def __post_init__(self) -> None:
         if not self.out:
@@ -128,16 +133,24 @@ class PairStream(IterableDataset):
         rng = np.random.default_rng(seed)
         while True:
             p = gen.sample()
-            k = int(rng.integers(4))  # random 90° rotation: the editor must not care about the layout
-            item = {
-                "input": _to_tensor(np.rot90(p.input, k)),
-                "target": _to_tensor(np.rot90(p.target, k)),
-                "protect": torch.from_numpy(np.rot90(_protect_mask(p.labels, p.edit_mask), k).copy()),
-                "instruction": p.instruction,
-                "has_style": bool(p.style is not None and rng.uniform() < self.cfg.style_prob),
-            }
-            item["style"] = _to_tensor(p.style) if p.style is not None else torch.zeros_like(item["input"])
-            yield item
+            protect = _protect_mask(p.labels, p.edit_mask)
+            # different rotations / flips of one pair: the editor must not care about the layout
+            for view in rng.permutation(8)[: self.cfg.views_per_pair]:
+                has_style = bool(p.style is not None and rng.uniform() < self.cfg.style_prob)
+                yield {
+                    "input": _to_tensor(_dihedral(p.input, view)),
+                    "target": _to_tensor(_dihedral(p.target, view)),
+                    "protect": torch.from_numpy(_dihedral(protect, view).copy()),
+                    "instruction": p.instruction,
+                    "has_style": has_style,
+                    "style": _to_tensor(p.style) if has_style else torch.zeros(3, *p.input.shape[:2]),
+                }
+
+
+def _dihedral(img: np.ndarray, view: int) -> np.ndarray:
+    """One of the 8 rotations/flips of a square image (H, W[, C])."""
+    img = np.rot90(img, view % 4)
+    return np.ascontiguousarray(img[:, ::-1] if view >= 4 else img)
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -168,8 +181,13 @@ def setup(cfg: PretrainEditorConfig) -> TrainState:
     from diffusers.training_utils import EMAModel
 
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
-    pipe = build_editor(cfg.editor)
-    # the pair instructions' words must all be in the tokenizer (no [UNK] at training time)
+    resuming = (Path(cfg.out) / "checkpoint" / "step.json").exists()
+    if resuming:  # the saved folder fixes the tokenizer's vocabulary and the sizes
+        pipe = EditPipeline.from_pretrained(Path(cfg.out) / "model")
+    elif cfg.init:
+        pipe = EditPipeline.from_pretrained(cfg.init)
+    else:
+        pipe = build_editor(cfg.editor)
     trainable = [pipe.unet, pipe.text_encoder] + ([pipe.style_module] if cfg.style_prob > 0 else [])
     params = [p for m in trainable for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -196,6 +214,8 @@ def _maybe_resume(cfg: PretrainEditorConfig, state: TrainState) -> None:
     if not (ckpt / "step.json").exists():
         return
     state.accelerator.load_state(str(ckpt))
+    for e in state.ema.values():  # EMAModel.load_state_dict leaves its shadow weights on the CPU
+        e.to(state.accelerator.device)
     saved = json.loads((ckpt / "step.json").read_text())
     state.step, state.train_seconds = saved["step"], saved.get("train_seconds", 0.0)
     log.info("resumed %s at step %d", ckpt, state.step)
