@@ -269,6 +269,7 @@ def fit(
         _periodic(cfg, trainer, val_set, metrics, losses, seen, t0)
     bar.close()
     elapsed = time.time() - t0
+    trainer.ema.copy_to(trainer.ema_model.parameters())  # the saved model.safetensors is the current EMA
     save_checkpoint(
         cfg.out, trainer.model, trainer.ema_model, trainer.normalizer, trainer.state(), _state(cfg, trainer)
     )

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from policies.checkpoint import load_policy
 from policies.synthetic import write_synthetic_store
 
 # small enough for seconds on a CPU; the architecture is the real one
@@ -78,6 +79,10 @@ def test_pretrain_finetune_resume_then_evaluate_from_checkpoint(tmp_path, monkey
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
     assert any("val_mse" in r for r in records) and any("zero_shot_mse" in r for r in records)
+    # the saved model is the EMA at the last step (not at the last periodic checkpoint)
+    ema = torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["ema"]["shadow_params"]
+    for a, b in zip(ema, load_policy(run)[0].parameters(), strict=True):
+        torch.testing.assert_close(a, b)
     zs = json.loads((run / "zero_shot.json").read_text())
     assert zs["n_windows"] == 2 * (12 - 16 + 7 + 2) and zs["zero_shot_mse"] > 0
 
