@@ -54,7 +54,8 @@ class EditorConfig:
         unet_channels, layers_per_block: tiny UNet widths per level and resnets per level.
         cross_attention_levels: per level, whether the tiny UNet cross-attends to the text.
             Only the coarse level by default: ~3× faster on CPU than attending at every level.
-        attention_head_dim: head width of the tiny UNet's attention.
+        attention_head_dim: passed to diffusers under that name, which (a legacy quirk) makes it the
+            number of attention heads of the tiny UNet, not their width.
         text_dim, text_layers, max_text_length: tiny CLIP text encoder width, depth, tokens.
         style_inner_dim, style_heads: style-module attention width and heads (None: 64/4 for
             tiny, SPIE's 320/8 for sd15).
