@@ -104,7 +104,7 @@ def lerobot_features(store, use_videos: bool) -> tuple[dict, bool]:
         "observation.image": {
             "dtype": "video" if use_videos else "image",
             "shape": (int(h), int(w), int(c)),
-            "names": ["height", "width", "channel"],
+            "names": ["height", "width", "channels"],
         },
         "observation.state": {"dtype": "float32", "shape": (2,), "names": ["x", "y"]},
         "action": {"dtype": "float32", "shape": (2,), "names": ["x", "y"]},
