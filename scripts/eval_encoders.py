@@ -5,6 +5,7 @@ under the same state and lighting); an encoder is right when the same-material f
 masked background region. Writes `results.csv` and `results.md` into --out.
 
     python scripts/eval_encoders.py --n 1200 --seed 0 --out runs/eval_encoders
+    python scripts/eval_encoders.py --region foreground --n 1000 --out runs/eval_encoders_fg
     python scripts/eval_encoders.py --dreamsim-dir ~/.cache/dreamsim --dinov2-dir ~/models/dinov2-small
 """
 
@@ -39,6 +40,12 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1200, help="number of triplets (>= 1000 for the issue)")
     p.add_argument("--seed", type=int, default=0, help="triplet seed (weights were tuned on seed 1)")
     p.add_argument("--out", type=Path, default=Path("runs/eval_encoders"))
+    p.add_argument(
+        "--region",
+        choices=("background", "foreground"),
+        default="background",
+        help="vary and score the table (issue 4's measurement) or the T-block",
+    )
     p.add_argument("--cache", type=Path, help="npz of rendered triplets: read if it exists, else written")
     p.add_argument("--dreamsim-dir", help="DreamSim cache_dir, to add the dreamsim encoder")
     p.add_argument("--dinov2-dir", help="local transformers Dinov2 folder")
@@ -52,7 +59,7 @@ def main() -> None:
         triplets = Triplets(**dict(np.load(args.cache)))
         logging.info("loaded %d triplets from %s", len(triplets), args.cache)
     else:
-        triplets = make_triplets(args.n, seed=args.seed)
+        triplets = make_triplets(args.n, seed=args.seed, region=args.region)
         logging.info("rendered %d triplets in %.1f s", len(triplets), time.time() - t0)
         if args.cache:
             args.cache.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +86,7 @@ def main() -> None:
         w.writerows(rows)
     cols = [c for c in rows[0] if c not in ("encoder", "n")]
     lines = [
-        f"2AFC on {len(triplets)} triplets (seed {args.seed}; negatives: {counts}), background region",
+        f"2AFC on {len(triplets)} triplets (seed {args.seed}; negatives: {counts}), {args.region} region",
         "",
         "| encoder | " + " | ".join(cols) + " |",
         "|---|" + "---|" * len(cols),

@@ -24,22 +24,24 @@ from sim2real.utils import atomic_path
 
 def render_frames(
     n: int, appearance: str, seed: int, size: int = 96
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """Frames, their exact label maps, and the drawn footprints (label maps of what the renderer paints)."""
-    from envs.pusht.appearance import load_appearance
+    from envs.pusht.appearance import load_appearance, sample_appearance
     from envs.pusht.render import render_state
     from sim2real.feedback.twoafc import _random_state
 
     rng = np.random.default_rng(seed)
-    look = load_appearance(appearance)
-    imgs, labels, drawn = [], [], []
+    fixed = None if appearance == "sampled" else load_appearance(appearance)
+    imgs, labels, drawn, hints = [], [], [], []
     for _ in range(n):
+        look = fixed or sample_appearance(rng, held_out=False)
+        hints.append(tuple(look.t_color))
         state = _random_state(rng)
         img, lab = render_state(state, look, size=size, rng=rng)
         imgs.append(img)
         labels.append(lab)
         drawn.append(drawn_footprint(state, look, size))
-    return np.stack(imgs), np.stack(labels), np.stack(drawn)
+    return np.stack(imgs), np.stack(labels), np.stack(drawn), hints
 
 
 def drawn_footprint(state: np.ndarray, look, size: int) -> np.ndarray:
@@ -97,19 +99,26 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--appearance", default="tabletop")
+    p.add_argument(
+        "--appearance",
+        default="tabletop",
+        help="preset name, or `sampled` (a random training look per frame)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/eval_masks"))
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    imgs, labels, drawn = render_frames(args.n, args.appearance, args.seed)
-    from envs.pusht.appearance import load_appearance
-
-    hint = tuple(load_appearance(args.appearance).t_color)
+    imgs, labels, drawn, hints = render_frames(args.n, args.appearance, args.seed)
+    hint_name = f"hint {hints[0]}" if args.appearance != "sampled" else "hint (each frame's T colour)"
     results = {}
-    for name, kw in (("no hint", {}), (f"hint {hint}", {"t_color_hint": hint})):
+    for name, hinted in (("no hint", False), (hint_name, True)):
         t0 = time.time()
-        pred = auto_ref_masks(imgs, **kw)
+        if hinted:
+            pred = np.concatenate(
+                [auto_ref_masks(img[None], t_color_hint=h) for img, h in zip(imgs, hints, strict=True)]
+            )
+        else:
+            pred = auto_ref_masks(imgs)
         results[name] = {
             "seconds_per_frame": (time.time() - t0) / len(imgs),
             "vs exact labels": scores(pred, labels),

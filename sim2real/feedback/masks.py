@@ -199,7 +199,12 @@ def _segment_one(
             candidates.append((comp, st))
     labels = np.zeros((h, w), np.uint8)
     # 3. T-block: the largest compact saturated candidate (or the one closest to the colour hint)
-    t_cands = [(comp, st) for comp, st in candidates if st["chroma"] >= min_chroma and st["solidity"] > 0.4]
+    # with a colour hint the block may be unsaturated (grey, white): the hint picks it, not the chroma
+    t_cands = [
+        (comp, st)
+        for comp, st in candidates
+        if (hint_lab is not None or st["chroma"] >= min_chroma) and st["solidity"] > 0.4
+    ]
     if not t_cands:
         return labels
     if hint_lab is not None:
@@ -237,7 +242,7 @@ def auto_ref_masks(
     """Automatic label maps for reference frames: uint8 `(B, H, W)` with 0 bg, 1 T-block, 2 agent.
 
     images: uint8 RGB `(B, H, W, 3)`. t_color_hint: RGB of the T-block if known (e.g. (230, 120, 40)
-    for an orange block); without it, the largest compact saturated blob (mean chroma >= `min_chroma`
+    for an orange block; any colour, grey included); without it, the largest compact saturated blob (mean chroma >= `min_chroma`
     Lab units) that stands out from its surroundings is taken. `n_clusters`: k of the k-means. A frame where no
     T-block is found gets an all-background map and a warning (check the overlay).
     """

@@ -66,6 +66,9 @@ class TextureEncoderConfig:
     hist_bins: bins per axis of the (a, b) chroma histogram (the L histogram uses the same count).
     delight: divide out a smooth illumination field (a quadratic fit to log-brightness over the
         masked pixels, its mean kept) before the statistics.
+    min_texture_pixels: a scale's texture statistics need at least this many pixels whose filter
+        support lies inside the mask; below it they are neutral zeros (a thin T-block is judged by
+        colour, not by its outline).
     """
 
     w_colour: float = 1.0
@@ -76,6 +79,7 @@ class TextureEncoderConfig:
     scales: tuple[int, ...] = (1, 2, 4)
     hist_bins: int = 8
     delight: bool = True
+    min_texture_pixels: int = 100
 
     def __post_init__(self) -> None:
         self.scales = tuple(int(v) for v in self.scales)  # YAML gives a list
@@ -83,6 +87,8 @@ class TextureEncoderConfig:
             raise ValueError("texture encoder weights must be >= 0")
         if not self.scales or min(self.scales) < 1:
             raise ValueError(f"scales must be positive downsampling factors; got {self.scales=}")
+        if self.min_texture_pixels < 1:
+            raise ValueError(f"min_texture_pixels must be >= 1; got {self.min_texture_pixels=}")
         if self.hist_bins < 2:
             raise ValueError(f"hist_bins must be >= 2; got {self.hist_bins=}")
 
@@ -237,24 +243,26 @@ class TextureEncoder:
             cs = _pool(lab[..., 1:] / 100.0, s)  # (B, h, w, 2)
             ms = (_pool(m, s) > 0.99).astype(np.float32)  # a coarse pixel counts only if wholly inside
             inner = _erode(ms, _RADIUS)
-            thin = inner.reshape(b, -1).sum(axis=1) < 4  # region too thin at this scale: use the mask
-            inner[thin] = ms[thin]
             wgt = inner.reshape(b, 1, -1)  # (B, 1, P)
+            # too few pixels whose filter support lies inside the region (a 96 px T-block: 2–72 at
+            # scale 1, depending on its pose): the statistics would measure the outline and the pose,
+            # not the material, so this scale gives neutral zeros and colour decides
+            valid = (wgt.sum(axis=(1, 2)) >= self.cfg.min_texture_pixels)[:, None]  # (B, 1)
             n = np.maximum(wgt.sum(axis=2), 1.0)  # (B, 1)
             r = np.stack([_filter(ls, k) for k in _BANK], axis=1).reshape(b, 6, -1)  # (B, 6, P)
             gram = ((r * wgt) @ r.transpose(0, 2, 1)) / n[..., None]  # (B, 6, 6)
             diag = np.maximum(np.diagonal(gram, axis1=1, axis2=2), 1e-10)  # (B, 6)
             corr = gram / np.sqrt(diag[:, :, None] * diag[:, None, :])
-            grams.append(corr[:, _IU[0], _IU[1]])
+            grams.append(valid * corr[:, _IU[0], _IU[1]])
             # orientation coherence of the gradient structure tensor: 1 for stripes (grain, weave),
             # 0 for isotropic blotches (noise, marble clouds); invariant to the pattern's angle
             exx, eyy, exy = gram[:, 0, 0], gram[:, 1, 1], gram[:, 0, 1]
             coherence = np.sqrt((exx - eyy) ** 2 + 4 * exy**2) / np.maximum(exx + eyy, 1e-10)
-            cohs.append(coherence[:, None] * 2 - 1)
+            cohs.append(valid * (coherence[:, None] * 2 - 1))
             chroma = [_filter(np.ascontiguousarray(cs[..., c]), k) ** 2 for c in range(2) for k in _BANK[:2]]
             cen = np.stack(chroma, axis=1).reshape(b, 2, 2, -1).sum(axis=2)  # (B, 2, P): |∇a|², |∇b|²
             cen = (cen * wgt).sum(axis=2) / n  # (B, 2)
-            energies += [0.5 * np.log(diag + 1e-8) + 6.0, 0.5 * np.log(cen + 1e-8) + 6.0]
+            energies += [valid * (0.5 * np.log(diag + 1e-8) + 6.0), valid * (0.5 * np.log(cen + 1e-8) + 6.0)]
         return (
             np.concatenate(energies, axis=1) / 4.0,
             np.concatenate(grams, axis=1),

@@ -28,7 +28,7 @@ import colorsys
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -133,9 +133,13 @@ _TABLE_FIELDS = (
 
 
 def _recolour(
-    a: Any, rng: np.random.Generator, min_delta_e: float, max_delta_e: float = 60.0
+    a: Any,
+    rng: np.random.Generator,
+    min_delta_e: float,
+    max_delta_e: float = 60.0,
+    fields: tuple[str, ...] = ("table_color", "table_color2"),
 ) -> tuple[Any, float]:
-    """Same table pattern, both colours moved by one HLS transform with ΔE76 in [min, max]."""
+    """Same pattern, the colours in `fields` moved by one HLS transform; ΔE76 of the first in [min, max]."""
     from envs.pusht.appearance import delta_e
 
     for _ in range(200):
@@ -148,10 +152,10 @@ def _recolour(
             )
             return [int(round(v * 255)) for v in rgb]
 
-        c1, c2 = move(a.table_color), move(a.table_color2)
-        d = delta_e(a.table_color, c1)
+        moved = {f: move(getattr(a, f)) for f in fields if getattr(a, f) is not None}
+        d = delta_e(getattr(a, fields[0]), moved[fields[0]])
         if min_delta_e <= d <= max_delta_e:
-            return dataclasses.replace(a, table_color=c1, table_color2=c2), d
+            return dataclasses.replace(a, **moved), d
     raise RuntimeError("could not find a recolouring in the ΔE range")
 
 
@@ -180,6 +184,57 @@ def _material(rng: np.random.Generator) -> Any:
     return sample_appearance(rng, kinds=("background",), held_out=False)
 
 
+def _table_negative(
+    base: Any, kind: str, rng: np.random.Generator, min_delta_e: float, min_visibility: float, size: int
+) -> tuple[Any, float]:
+    """Another table material for the background triplets (None when a texture pair is invisible)."""
+    from envs.pusht.appearance import delta_e
+
+    if kind == "texture":
+        return _retexture(base, rng, min_visibility, size), float("nan")
+    if kind == "random":
+        other = _material(rng)
+        neg = dataclasses.replace(base, **{f: getattr(other, f) for f in _TABLE_FIELDS})
+        return neg, delta_e(base.table_color, neg.table_color)
+    return _recolour(base, rng, min_delta_e)
+
+
+_T_FIELDS = ("t_color", "t_color2", "t_texture", "t_texture_scale", "t_outline_color")
+
+
+def _t_material(rng: np.random.Generator) -> Any:
+    """A whole random look whose T-block is the material (20 % of them with tabletop's T)."""
+    from envs.pusht.appearance import load_appearance, sample_appearance
+
+    a = sample_appearance(rng, held_out=False)
+    if rng.uniform() < 0.2:
+        tab = load_appearance("tabletop")
+        a = dataclasses.replace(a, **{f: getattr(tab, f) for f in _T_FIELDS})
+    return a
+
+
+def _t_negative(base: Any, kind: str, rng: np.random.Generator, min_delta_e: float) -> tuple[Any, float]:
+    """Another T material for the foreground triplets: random / recoloured / other paint texture."""
+    from envs.pusht.appearance import delta_e, sample_appearance
+
+    if kind == "random":
+        other = sample_appearance(rng, kinds=("foreground",), held_out=False)
+        neg = dataclasses.replace(base, **{f: getattr(other, f) for f in _T_FIELDS})
+        return neg, delta_e(base.t_color, neg.t_color)
+    if kind == "colour":
+        return _recolour(base, rng, min_delta_e, fields=("t_color", "t_color2", "t_outline_color"))
+    kinds = [k for k in ("none", "wood", "marble", "fabric", "noise") if k != base.t_texture]
+    if base.t_texture == "none":
+        kinds.remove("none")
+    shade = float(rng.uniform(0.5, 0.75))  # a second paint colour dark enough for the pattern to show
+    return dataclasses.replace(
+        base,
+        t_texture=str(rng.choice(kinds)),
+        t_color2=[int(round(c * shade)) for c in base.t_color],
+        t_texture_scale=float(rng.uniform(8, 30)),
+    ), float("nan")
+
+
 def make_triplets(
     n: int = 1200,
     seed: int = 0,
@@ -187,9 +242,13 @@ def make_triplets(
     kind_weights: tuple[float, float, float] = (0.4, 0.3, 0.3),
     min_delta_e: float = 15.0,
     min_visibility: float = 3.0,
+    region: Literal["background", "foreground"] = "background",
 ) -> Triplets:
-    """Render `n` triplets (seeded); negatives drawn by `kind_weights` over `NEGATIVE_KINDS`."""
-    from envs.pusht.appearance import delta_e
+    """Render `n` triplets (seeded); negatives drawn by `kind_weights` over `NEGATIVE_KINDS`.
+
+    region: `background` varies the table (the measurement of issue 4); `foreground` varies the
+    T-block's paint (colour, or pattern kind with a visible second colour) and scores the T region.
+    """
     from envs.pusht.render import render_state
 
     rng = np.random.default_rng(seed)
@@ -199,19 +258,16 @@ def make_triplets(
     p = np.asarray(kind_weights, float) / np.sum(kind_weights)
     pbar = tqdm(total=n, desc="2AFC triplets")
     while len(out["kind"]) < n:
-        base = _with_camera(_material(rng), rng)
-        kind = NEGATIVE_KINDS[int(rng.choice(3, p=p))]
-        de = float("nan")
-        if kind == "texture":
-            neg_mat = _retexture(base, rng, min_visibility, size)
+        if region == "foreground":
+            base = _with_camera(_t_material(rng), rng)
+            kind = NEGATIVE_KINDS[int(rng.choice(3, p=p))]
+            neg_mat, de = _t_negative(base, kind, rng, min_delta_e)
+        else:
+            base = _with_camera(_material(rng), rng)
+            kind = NEGATIVE_KINDS[int(rng.choice(3, p=p))]
+            neg_mat, de = _table_negative(base, kind, rng, min_delta_e, min_visibility, size)
             if neg_mat is None:  # two patterns nobody could tell apart: draw another triplet
                 continue
-        elif kind == "random":
-            other = _material(rng)
-            neg_mat = dataclasses.replace(base, **{f: getattr(other, f) for f in _TABLE_FIELDS})
-            de = delta_e(base.table_color, neg_mat.table_color)
-        else:
-            neg_mat, de = _recolour(base, rng, min_delta_e)
         s1, s2 = _random_state(rng), _random_state(rng)
         light1 = _with_lighting(base, rng)
         light2 = _with_lighting(base, rng)
@@ -227,7 +283,7 @@ def make_triplets(
         out["de"].append(de)
         pbar.update(1)
     pbar.close()
-    bg = {k: region_mask(np.stack(out[k + "_lab"]), "background") for k in ("ref", "pos", "neg")}
+    bg = {k: region_mask(np.stack(out[k + "_lab"]), region) for k in ("ref", "pos", "neg")}
     return Triplets(
         ref=np.stack(out["ref"]),
         pos=np.stack(out["pos"]),
