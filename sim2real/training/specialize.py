@@ -28,6 +28,7 @@ import numpy as np
 from sim2real.errors import Sim2RealError
 from sim2real.feedback.score import FeedbackConfig
 from sim2real.training.d3po import METHOD_NAMES, D3POConfig, Method
+from sim2real.training.hive import HiveConfig
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class SpecializeConfig:
     sim: sim zarr (data/img + data/mask) to draw training frames from; None renders them on the fly.
     appearance: appearance of the on-the-fly renders (ignored with `sim`).
     base: base editor folder; None = the shipped tiny base editor (`load_base_editor()`).
-    method: `d3po` (listwise Plackett–Luce for k > 2); the HIVE variants plug into the same trainer.
+    method: `d3po` (listwise Plackett–Luce for k > 2), or HIVE's offline reward fine-tuning
+        `hive-weighted` / `hive-condition` (`sim2real.training.hive`; same budget: sampled edits).
     image_size: frame size the editor works at (refs and sim frames are brought to it).
     frame_pool: how many training frames to hold in memory (drawn from the zarr or rendered).
     eval_frames: held-out frames scored at every evaluation (the training curve) and shown in grids.
@@ -60,6 +62,7 @@ class SpecializeConfig:
     overwrite: start afresh in an existing `out` instead of resuming.
     train: trainer settings (`sim2real.training.d3po.D3POConfig`).
     feedback: scores and ranking (`sim2real.feedback.score.FeedbackConfig`).
+    hive: HIVE's reward model and loss settings (`sim2real.training.hive.HiveConfig`; HIVE methods only).
     """
 
     refs: list[str] = field(default_factory=list)
@@ -79,6 +82,7 @@ class SpecializeConfig:
     overwrite: bool = False
     train: D3POConfig = field(default_factory=D3POConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    hive: HiveConfig = field(default_factory=HiveConfig)
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_NAMES:
@@ -265,11 +269,16 @@ def run_specialize(cfg: SpecializeConfig) -> Path:
         cfg.seed,
     )
     # 3. fit (resumes from out/checkpoints unless overwrite), then export
-    trainer.fit(resume=not cfg.overwrite)
+    if cfg.method == "d3po":
+        trainer.fit(resume=not cfg.overwrite)
+    else:
+        from sim2real.training.hive import fit_hive
+
+        fit_hive(trainer, cfg.hive, resume=not cfg.overwrite)
     trainer.export(out)
     info = {
         "edit": cfg.edit,
-        "instruction": cfg.instruction,
+        "instruction": trainer.instruction,  # hive-condition asks for "… five out of five"
         "method": cfg.method,
         "base": cfg.base or "shipped",
         "image_size": cfg.image_size,
