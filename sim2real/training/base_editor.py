@@ -67,6 +67,7 @@ class PretrainEditorConfig:
     init: start from this editor folder (e.g. an earlier run's model/) instead of random weights.
     views_per_pair: training examples made from one rendered pair by different 90° rotations and
         flips (rendering, not the model, is the bottleneck on a GPU).
+    torch_threads: CPU threads for torch (0 = torch's default).
     """
 
     out: str = ""
@@ -95,6 +96,7 @@ class PretrainEditorConfig:
     seed: int = 0
     init: str | None = None
     views_per_pair: int = 2
+    torch_threads: int = 0
 
     def __post_init__(self) -> None:
         if not self.out:
@@ -104,7 +106,9 @@ class PretrainEditorConfig:
         if not 0 <= self.style_prob <= 1:
             raise ValueError(f"style_prob must be in [0, 1]; got {self.style_prob=}")
         if len(self.kind_probs) != 3:
-            raise ValueError(f"kind_probs needs 3 weights (background, foreground, both); got {self.kind_probs=}")
+            raise ValueError(
+                f"kind_probs needs 3 weights (background, foreground, both); got {self.kind_probs=}"
+            )
         if self.editor.preset != "tiny":
             raise ValueError(f"the base editor is trained from the tiny preset; got {self.editor.preset=}")
 
@@ -180,6 +184,8 @@ def setup(cfg: PretrainEditorConfig) -> TrainState:
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from diffusers.training_utils import EMAModel
 
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     resuming = (Path(cfg.out) / "checkpoint" / "step.json").exists()
     if resuming:  # the saved folder fixes the tokenizer's vocabulary and the sizes
@@ -305,11 +311,12 @@ def fit(cfg: PretrainEditorConfig, state: TrainState) -> None:
         bar.update(1)
         if state.step % cfg.log_every == 0 or state.step == cfg.steps:
             elapsed = time.time() - t0
-            metrics.log(step=state.step, **info, pairs_per_s=seen / max(elapsed, 1e-9),
-                        elapsed_s=elapsed)
+            metrics.log(step=state.step, **info, pairs_per_s=seen / max(elapsed, 1e-9), elapsed_s=elapsed)
             bar.set_postfix(loss=f"{info['loss']:.4f}")
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-            metrics.log(step=state.step, **evaluate(cfg, state, out / "samples" / f"step{state.step:06d}.png"))
+            metrics.log(
+                step=state.step, **evaluate(cfg, state, out / "samples" / f"step{state.step:06d}.png")
+            )
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
             save_checkpoint(cfg, state)
     bar.close()
@@ -329,9 +336,15 @@ def evaluate(cfg: PretrainEditorConfig, state: TrainState, grid_path: Path | Non
     with ema_weights(state):
         pairs = eval_pairs(cfg.eval_pairs, size=cfg.editor.resolution)
         gen = torch.Generator().manual_seed(0)
-        images = pipe(pairs["input"], pairs["instruction"], num_inference_steps=cfg.sample_steps,
-                      guidance_scale=cfg.guidance_scale, image_guidance_scale=cfg.image_guidance_scale,
-                      generator=gen, progress=False).images
+        images = pipe(
+            pairs["input"],
+            pairs["instruction"],
+            num_inference_steps=cfg.sample_steps,
+            guidance_scale=cfg.guidance_scale,
+            image_guidance_scale=cfg.image_guidance_scale,
+            generator=gen,
+            progress=False,
+        ).images
     m = pair_metrics(pairs["input"], images, pairs["target"], pairs["edit_mask"], pairs["labels"])
     if grid_path is not None:
         save_grid(grid_path, pairs["input"][:8], images[:8], pairs["target"][:8])
@@ -386,21 +399,30 @@ def export(cfg: PretrainEditorConfig, state: TrainState, folder: Path) -> Path:
     with ema_weights(state):
         unwrapped = {n: state.accelerator.unwrap_model(m) for n, m in _ema_modules(state.pipe).items()}
         pipe = EditPipeline(
-            config=state.pipe.config, codec=state.pipe.codec, tokenizer=state.pipe.tokenizer,
-            scheduler=state.pipe.scheduler, **unwrapped,
+            config=state.pipe.config,
+            codec=state.pipe.codec,
+            tokenizer=state.pipe.tokenizer,
+            scheduler=state.pipe.scheduler,
+            **unwrapped,
         )
         pipe.save_pretrained(folder)
     evals = [r for r in MetricsLogger(cfg.out).read() if "eval_success" in r]
-    write_json(folder / "TRAINING.json", {
-        "command": " ".join(["sim2real", "pretrain-editor", *sys.argv[2:]]) if sys.argv else "",
-        "config": to_dict(cfg),
-        "steps": state.step,
-        "train_seconds": round(state.train_seconds, 1),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__,
-                    "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"},
-        "last_eval": evals[-1] if evals else None,
-    })
+    write_json(
+        folder / "TRAINING.json",
+        {
+            "command": " ".join(["sim2real", "pretrain-editor", *sys.argv[2:]]) if sys.argv else "",
+            "config": to_dict(cfg),
+            "steps": state.step,
+            "train_seconds": round(state.train_seconds, 1),
+            "machine": {
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            },
+            "last_eval": evals[-1] if evals else None,
+        },
+    )
     return folder
 
 
@@ -427,8 +449,12 @@ def load_base_editor(folder: str | Path | None = None, device: str | torch.devic
     folder = Path(folder) if folder is not None else SHIPPED
     if not folder.exists():
         raise Sim2RealError(
-            f"no base editor at {folder}" + ("" if folder != SHIPPED else
-                                             " (the shipped one is missing: reinstall sim2real, or pass --base DIR)")
+            f"no base editor at {folder}"
+            + (
+                ""
+                if folder != SHIPPED
+                else " (the shipped one is missing: reinstall sim2real, or pass --base DIR)"
+            )
         )
     return EditPipeline.from_pretrained(folder, device=device)
 
@@ -438,5 +464,3 @@ def ship(model_dir: str | Path, dest: Path = SHIPPED) -> Path:
     with atomic_path(dest) as tmp:
         shutil.copytree(model_dir, tmp)
     return dest
-
-
