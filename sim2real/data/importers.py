@@ -440,10 +440,11 @@ def _dp_episode(cfg: ImportConfig, data: dict, start: int, end: int, video: Path
         ts.ndim != 1
         or action_raw.ndim != 2
         or action_raw.shape[1] < 2
-        or pose_raw.shape[1:] != action_raw.shape[1:]
+        or pose_raw.ndim != 2
+        or pose_raw.shape[1] < 2
     ):
         raise Sim2RealError(
-            f"episode at steps {start}:{end}: need timestamp (N,), action and robot_eef_pose (N, 2|6); "
+            f"episode at steps {start}:{end}: need timestamp (N,), action and robot_eef_pose (N, >=2); "
             f"got {ts.shape}, {action_raw.shape}, {pose_raw.shape}"
         )
     if np.any(np.diff(ts) <= 0):
