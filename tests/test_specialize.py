@@ -108,7 +108,11 @@ def test_one_step_changes_only_trainable_params_lowers_loss_and_keeps_reference(
     after = _params(tr)
     changed = {n for n in before if not torch.equal(before[n], after[n])}
     assert changed and changed <= set(tr.trainable_names)
-    assert any("lora" in n for n in changed) and any("conv_in" in n for n in changed)
+    assert any("lora" in n for n in changed) and "unet.conv_in.weight" in changed
+    n_old = 2 * tr.pipe.codec.latent_channels  # only the new (style) input channels of conv_in train
+    w0, w1 = before["unet.conv_in.weight"], after["unet.conv_in.weight"]
+    assert torch.equal(w0[:, :n_old], w1[:, :n_old]) and not torch.equal(w0[:, n_old:], w1[:, n_old:])
+    assert "unet.conv_in.bias" not in changed
     with torch.no_grad():
         cur1 = tr.step_log_probs(r, frames, 1)
         with tr.reference():

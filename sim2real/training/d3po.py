@@ -162,14 +162,20 @@ class D3POConfig:
         eta=1.0  # D3PO needs stochastic steps: the log-prob is undefined at eta 0
     guidance_scale, image_guidance_scale, style_guidance_scale: s_T, s_in, s_sty of the rollouts,
         also stored in the specialist as its inference defaults.
-    eval_eta: DDIM η of the evaluation / inference edits (0 = deterministic).
+    eval_eta: DDIM η of the evaluation edits and the specialist's inference default. 1.0 = the
+        stochastic policy D3PO trained (the paper infers with the stochastic Euler-ancestral sampler);
+        0 = deterministic DDIM, which the preference updates reach only indirectly.
     learning_rate, adam_*: AdamW (SPIE: 3e-5 for SD; the tiny editor tolerates more).
     max_grad_norm: gradient clipping; a step whose gradient norm is NaN/inf is skipped with a warning.
     beta, clip: D3PO's β and ratio clamp 1 ± clip.
     ranking: for k > 2, `listwise` (Plackett–Luce, SPIE) or `pairs` (every pair, D3PO's human-pref script).
     preference: `total` (Â_struct + α·Â_sem, the paper) or `pareto` (D3PO's dominance; k = 2 only).
     lora_rank, lora_alpha: LoRA on the UNet attention projections (to_q, to_k, to_v, to_out.0).
-    train_conv_in, train_style_module: the widened conv_in and the style module train fully.
+    train_conv_in: which `conv_in` weights train. `new` (default): only the channels added for the
+        style features (the pretrained z_t / image channels and the bias stay exactly as in the base
+        editor); `all`: the whole layer, as SPIE's code does; `none`. Measured on the tiny editor:
+        with `all` at lr 3e-4 the edits washed out to a pale green in 16 updates.
+    train_style_module: the style module trains fully.
     style_combine: how the refs form the visual prompt in training (None = the editor's own setting,
         so the specialist trains with the prompt it gets at inference).
     eval_every: steps per "epoch": the held-out frames are scored and a sample grid is written.
@@ -190,7 +196,7 @@ class D3POConfig:
     guidance_scale: float = 7.5
     image_guidance_scale: float = 1.5
     style_guidance_scale: float = 3.0
-    eval_eta: float = 0.0
+    eval_eta: float = 1.0
     learning_rate: float = 1e-4
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -202,7 +208,7 @@ class D3POConfig:
     preference: Literal["total", "pareto"] = "total"
     lora_rank: int = 8
     lora_alpha: float = 8.0
-    train_conv_in: bool = True
+    train_conv_in: Literal["new", "all", "none"] = "new"
     train_style_module: bool = True
     style_combine: str | None = None
     eval_every: int = 5
@@ -398,12 +404,25 @@ class SpecialistTrainer:
             init_lora_weights="gaussian",
         )
         pipe.unet.add_adapter(lora)
-        pipe.unet.conv_in.requires_grad_(cfg.train_conv_in)
+        conv = pipe.unet.conv_in
+        conv.weight.requires_grad_(cfg.train_conv_in != "none")
+        if conv.bias is not None:
+            conv.bias.requires_grad_(cfg.train_conv_in == "all")
+        if cfg.train_conv_in == "new":  # gradients only reach the style-feature input channels
+            n_old = 2 * pipe.codec.latent_channels
+            keep = torch.ones_like(conv.weight)
+            keep[:, :n_old] = 0
+            conv.weight.register_hook(lambda g: g * keep)
         pipe.style_module.requires_grad_(cfg.train_style_module)
         self.params = [p for m in (pipe.unet, pipe.style_module) for p in m.parameters() if p.requires_grad]
         self.trainable_names = sorted(self._trainable_state())
+        # no weight decay on conv_in: decoupled decay would shrink the frozen pretrained channels too
+        groups = [
+            {"params": [p for p in self.params if p is not conv.weight]},
+            {"params": [p for p in self.params if p is conv.weight], "weight_decay": 0.0},
+        ]
         optimizer = torch.optim.AdamW(
-            self.params,
+            [g for g in groups if g["params"]],
             lr=cfg.learning_rate,
             betas=(cfg.adam_beta1, cfg.adam_beta2),
             weight_decay=cfg.adam_weight_decay,
