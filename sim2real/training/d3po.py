@@ -496,6 +496,7 @@ class SpecialistTrainer:
                 self.evaluate()
             if self.step_count % self.cfg.checkpoint_every == 0 or self.step_count == self.cfg.steps:
                 self.save_checkpoint()
+        plot_curve(self.metrics.read(), self.out / "curve.png")
 
     # ------------------------------------------------------------------ one update
     def train_step(self) -> dict:
@@ -758,6 +759,36 @@ class SpecialistTrainer:
             os.replace(child, dest)
         tmp.rmdir()
         return folder
+
+
+def plot_curve(records: list[dict], path: Path) -> Path | None:
+    """Training curve: raw scores of the rollouts (per step) and of the held-out edits (per epoch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("struct", "sem")
+    if not records:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2))
+    for ax, key in zip(axes, keys, strict=True):
+        for kind, style in (("train", "-"), ("eval", "o-")):
+            rows = [r for r in records if r.get("kind") == kind and key in r]
+            ax.plot(
+                [r["step"] for r in rows],
+                [r[key] for r in rows],
+                style,
+                label=f"{kind} ({'rollouts' if kind == 'train' else 'held-out'})",
+            )
+        ax.set_xlabel("update")
+        ax.set_ylabel(f"{key} (lower is better)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def write_grid(path: Path, inputs: np.ndarray, edits: np.ndarray, refs: np.ndarray, scale: int = 2) -> Path:
