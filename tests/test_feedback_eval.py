@@ -28,6 +28,12 @@ def test_triplets_shapes_kinds_and_masks():
     assert np.array_equal(t.ref, again.ref) and np.array_equal(t.neg, again.neg)  # seeded
 
 
+def test_foreground_triplets_score_the_t_block():
+    t = make_triplets(6, seed=2, size=64, kind_weights=(1, 1, 1), region="foreground")
+    assert t.ref_mask.sum(axis=(1, 2)).max() < 0.1 * 64 * 64  # the T region, not the table
+    assert np.array_equal(t.ref_mask, t.neg_mask)
+
+
 def test_texture_encoder_beats_raw_pixels_on_triplets():
     t = make_triplets(24, seed=5, size=64)
     rows = {r["encoder"]: r for r in evaluate({"texture": TextureEncoder(), "raw": RawPixelEncoder()}, t)}

@@ -290,3 +290,17 @@ def test_bad_inputs_give_clear_errors():
         enc.embed(a, np.full(a.shape[:3], 3, np.uint8))
     # float input in [0, 1] is accepted and equals the uint8 result
     assert np.allclose(canny_score(a.astype(np.float32) / 255, a), 0)
+
+
+def test_stacked_filtering_matches_per_frame_opencv():
+    import cv2
+
+    from sim2real.feedback.texture import _BANK, _filter
+
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 20, 17), dtype=np.float32)
+    got = _filter(x, _BANK[:3])  # (B, K, h, w)
+    for b in range(3):
+        for k in range(3):
+            want = cv2.filter2D(x[b], cv2.CV_32F, _BANK[k], borderType=cv2.BORDER_REFLECT_101)
+            assert np.allclose(got[b, k], want, atol=1e-5)

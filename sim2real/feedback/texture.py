@@ -115,10 +115,16 @@ def _stacked(x: np.ndarray, fn, pad: int, mode: str = "reflect") -> np.ndarray:
     return out.reshape(b, h + 2 * pad, w + 2 * pad)[:, pad : pad + h, pad : pad + w]
 
 
-def _filter(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    return _stacked(
-        x, lambda im: cv2.filter2D(im, cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT_101), _RADIUS
-    )
+def _filter(x: np.ndarray, kernels: np.ndarray) -> np.ndarray:
+    """Correlate every frame of `(B, h, w)` with each of `kernels (K, k, k)` → `(B, K, h, w)`;
+    frames are reflect-padded and stacked once for all kernels."""
+    b, h, w = x.shape
+    r = _RADIUS
+    padded = np.pad(x, ((0, 0), (r, r), (r, r)), mode="reflect")
+    tall = np.ascontiguousarray(padded.reshape(b * (h + 2 * r), w + 2 * r))
+    out = np.stack([cv2.filter2D(tall, cv2.CV_32F, k, borderType=cv2.BORDER_REFLECT_101) for k in kernels])
+    out = out.reshape(len(kernels), b, h + 2 * r, w + 2 * r).transpose(1, 0, 2, 3)  # (B, K, h', w')
+    return out[:, :, r : r + h, r : r + w]
 
 
 def _erode(m: np.ndarray, radius: int) -> np.ndarray:
@@ -249,7 +255,7 @@ class TextureEncoder:
             # not the material, so this scale gives neutral zeros and colour decides
             valid = (wgt.sum(axis=(1, 2)) >= self.cfg.min_texture_pixels)[:, None]  # (B, 1)
             n = np.maximum(wgt.sum(axis=2), 1.0)  # (B, 1)
-            r = np.stack([_filter(ls, k) for k in _BANK], axis=1).reshape(b, 6, -1)  # (B, 6, P)
+            r = np.ascontiguousarray(_filter(ls.astype(np.float32), _BANK)).reshape(b, 6, -1)  # (B, 6, P)
             gram = ((r * wgt) @ r.transpose(0, 2, 1)) / n[..., None]  # (B, 6, 6)
             diag = np.maximum(np.diagonal(gram, axis1=1, axis2=2), 1e-10)  # (B, 6)
             corr = gram / np.sqrt(diag[:, :, None] * diag[:, None, :])
@@ -259,8 +265,10 @@ class TextureEncoder:
             exx, eyy, exy = gram[:, 0, 0], gram[:, 1, 1], gram[:, 0, 1]
             coherence = np.sqrt((exx - eyy) ** 2 + 4 * exy**2) / np.maximum(exx + eyy, 1e-10)
             cohs.append(valid * (coherence[:, None] * 2 - 1))
-            chroma = [_filter(np.ascontiguousarray(cs[..., c]), k) ** 2 for c in range(2) for k in _BANK[:2]]
-            cen = np.stack(chroma, axis=1).reshape(b, 2, 2, -1).sum(axis=2)  # (B, 2, P): |∇a|², |∇b|²
+            grads = [_filter(cs[..., c].astype(np.float32), _BANK[:2]) ** 2 for c in range(2)]  # (B, 2, h, w)
+            cen = np.stack([g.sum(axis=1) for g in grads], axis=1).reshape(
+                b, 2, -1
+            )  # (B, 2, P): |∇a|², |∇b|²
             cen = (cen * wgt).sum(axis=2) / n  # (B, 2)
             energies += [valid * (0.5 * np.log(diag + 1e-8) + 6.0), valid * (0.5 * np.log(cen + 1e-8) + 6.0)]
         return (

@@ -224,8 +224,6 @@ def _t_negative(base: Any, kind: str, rng: np.random.Generator, min_delta_e: flo
     if kind == "colour":
         return _recolour(base, rng, min_delta_e, fields=("t_color", "t_color2", "t_outline_color"))
     kinds = [k for k in ("none", "wood", "marble", "fabric", "noise") if k != base.t_texture]
-    if base.t_texture == "none":
-        kinds.remove("none")
     shade = float(rng.uniform(0.5, 0.75))  # a second paint colour dark enough for the pattern to show
     return dataclasses.replace(
         base,
