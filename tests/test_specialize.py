@@ -160,14 +160,13 @@ def test_fit_resume_continues_the_same_run(base_dir, refs, tmp_path):
     assert (out / "samples" / "step_00003.png").exists()
 
 
-def test_unknown_method_is_a_clear_error(base_dir, refs, tmp_path):
+def test_unknown_method_is_a_clear_error():
     from sim2real.errors import Sim2RealError
+    from sim2real.training.d3po import METHODS, get_method
 
-    with pytest.raises(Sim2RealError, match="method 'hive-weighted' is not available"):
-        SpecialistTrainer(
-            D3POConfig(), load_editor(base_dir), None, refs[0], refs[1], "background", INSTRUCTION, FeedbackConfig(),
-            tmp_path, method="hive-weighted",
-        )  # fmt: skip
+    assert get_method("d3po") is METHODS["d3po"]
+    with pytest.raises(Sim2RealError, match="method 'nope' is not available"):
+        get_method("nope")
 
 
 # --- the CLI end to end ------------------------------------------------------------------------------
@@ -302,7 +301,17 @@ def test_cli_edit_rejects_a_folder_that_is_not_a_specialist(base_dir, tmp_path, 
     monkeypatch.setenv("SIM2REAL_PROGRESS", "0")
     sim = _write_sim(tmp_path / "sim.zarr", episodes=1, frames=1)
     refdir = _write_refs(tmp_path / "real", n=1)
-    args = ["edit", "--in", str(sim), "--out", str(tmp_path / "o.zarr"), "--specialist", str(base_dir), "--refs", str(refdir)]
+    args = [
+        "edit",
+        "--in",
+        str(sim),
+        "--out",
+        str(tmp_path / "o.zarr"),
+        "--specialist",
+        str(base_dir),
+        "--refs",
+        str(refdir),
+    ]
     assert _cli(monkeypatch, args) == 2
     assert "not a specialist folder" in capsys.readouterr().err
     assert not (tmp_path / "o.zarr").exists()
