@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sim2real.data.images import load_images
+from sim2real.data.images import expand_image_paths, load_images
 from sim2real.feedback.masks import auto_ref_masks, load_ref_masks, region_mask
 from sim2real.feedback.score import FeedbackConfig, FeedbackScorer
 from sim2real.feedback.semantic import get_encoder
@@ -80,7 +80,10 @@ def main() -> None:
     first = next(iter(editors.values()))
     size = first.pipe.config.resolution
     refs = load_images(args.refs, size=size)
-    ref_labels = load_ref_masks(args.ref_masks, size=size) if args.ref_masks else auto_ref_masks(refs)
+    if args.ref_masks:  # globs as `specialize --ref-masks` takes them
+        ref_labels = load_ref_masks([str(p) for p in expand_image_paths(args.ref_masks)], size=size)
+    else:
+        ref_labels = auto_ref_masks(refs)
     images, labels, target = ev.held_out_frames(args.frames, size, args.seed, args.target_appearance or None)
     encoders = {n: get_encoder(n, p or None) for n, _, p in (e.partition("=") for e in args.encoders)}
     fb = read_specialist(specs[0][1])
