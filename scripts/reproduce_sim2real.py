@@ -3,8 +3,8 @@
     python scripts/reproduce_sim2real.py --out results/sim2real            # quick preset, 2 CPU cores
     python scripts/reproduce_sim2real.py --out results/sim2real_gpu --preset paper   # a GPU machine
 
-Stages (each is a `sim2real` command; a stage whose output exists is skipped, so rerunning is cheap
-and an interrupted run continues; every stage's wall time goes to `<out>/stages.jsonl`):
+Stages (each is a `sim2real` command; a finished stage is skipped, so rerunning is cheap and an
+interrupted run continues where it stopped; every stage's wall time goes to `<out>/stages.jsonl`):
 
   1. render    sim training episodes (`sim` look) and a stand-in "real" set (`tabletop` look, a
                disjoint seed range — no real Push-T camera data is available here), 5 reference frames
@@ -54,11 +54,11 @@ class Preset:
 
 PRESETS = {
     "quick": Preset(
-        sim_episodes=20,
+        sim_episodes=10,
         real_episodes=8,
         pool_episodes=2,
         specialize=["specialize/preset=quick"],
-        edit=["num_inference_steps=6", "batch_size=32"],
+        edit=["num_inference_steps=4", "batch_size=32"],
         policy=["steps=600", "time_limit_min=5", "num_threads=1"],
         finetune=["finetune_eval_every=10"],
         eval_frames=16,
@@ -77,21 +77,30 @@ PRESETS = {
 
 
 class Stages:
-    """Runs commands as named stages; skips a stage whose output exists; logs wall times."""
+    """Runs commands as named stages and logs their wall times to `stages.jsonl`.
+
+    A stage is done when its marker `<out>/.done/<name>` exists (written after all its commands
+    succeeded) — not when its output exists, because resumable commands (`render`, `edit`) write
+    into their final path as they go. An interrupted stage is rerun, and its command resumes.
+    """
 
     def __init__(self, out: Path):
         self.out = out
         self.log = out / "stages.jsonl"
+        self.done = out / ".done"
+        self.done.mkdir(parents=True, exist_ok=True)
 
     def run(self, name: str, output: Path, *commands: list[str]) -> None:
-        if output.exists():
-            print(f"[{name}] {output} exists: skipped")
+        marker = self.done / name
+        if marker.exists():
+            print(f"[{name}] done before ({output}): skipped")
             self._record(name, 0.0, skipped=True)
             return
         t0 = time.time()
         for cmd in commands:
             print(f"[{name}] $ {shlex.join(str(c) for c in cmd)}", flush=True)
             subprocess.run([str(c) for c in cmd], check=True)
+        marker.write_text(f"{output}\n")
         self._record(name, time.time() - t0, skipped=False)
 
     def _record(self, name: str, seconds: float, skipped: bool) -> None:
