@@ -426,10 +426,16 @@ def prepare(trainer: SpecialistTrainer, cfg: HiveConfig, method: str) -> HiveDat
     """Stages 1–2: the sampled edits (cached in `<out>/hive/`), the reward model, rewards, conditions."""
     tcfg, out = trainer.cfg, trainer.out / "hive"
     path = out / "sampled_edits.pt"
+    n_frames = tcfg.steps * tcfg.grad_accum * tcfg.frames_per_step
     if path.exists():
         edits = SampledEdits.load(path)
+        if edits.k != tcfg.samples_per_frame or len(edits.inputs) < n_frames:
+            raise Sim2RealError(
+                f"{path} holds {len(edits.inputs)} frames x {edits.k} edits, but this run needs {n_frames} x "
+                f"{tcfg.samples_per_frame} (settings changed); use another --out or overwrite=true"
+            )
     else:
-        edits = sample_base_edits(trainer, tcfg.steps * tcfg.grad_accum * tcfg.frames_per_step)
+        edits = sample_base_edits(trainer, n_frames)
         edits.save(path)
     base_instruction = trainer.instruction
     ranked = rankings_of(edits, base_instruction)
