@@ -221,6 +221,7 @@ def _write_sim(path, episodes=2, frames=3):
 TINY_RUN = [
     "train.steps=2",
     "train.frames_per_step=2",
+    "train.samples_per_frame=2",
     "train.micro_batch=2",
     "train.num_inference_steps=2",
     "train.eval_every=2",
