@@ -103,9 +103,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 def _add_missing(override: str, preset: Any) -> str:
     """A schema field the YAML preset leaves at its default needs hydra's `+key=value` form."""
     key = override.split("=", 1)[0]
-    if key[:1] in "+~" or "/" in key:  # explicit adds/deletes and config-group choices pass as they are
-        return override
-    if OmegaConf.select(preset, key, default="__missing__") != "__missing__":
+    if key[:1] in "+~" or OmegaConf.select(preset, key, default="__missing__") != "__missing__":
         return override
     return "+" + override
 
