@@ -188,7 +188,7 @@ class SequenceDataset:
     """Windows of some episodes of a store, gathered in memory: `batch(window_ids)` → normalised tensors.
 
     No DataLoader: a batch is three fancy-index gathers from arrays already in RAM (the images stay
-    uint8 until gathered): ~1000 windows/s on two heavily shared CPU cores, about 200× what a `quick`
+    uint8 until gathered): 1 455 windows/s on a heavily shared CPU core, ~90× the 16 windows/s a `quick`
     training step consumes there (`scripts/bench_policy_data.py`), so the model is the bottleneck.
     """
 

@@ -13,11 +13,11 @@ export SIM2REAL_PROGRESS=${SIM2REAL_PROGRESS:-0}
 
 [ -d "$SIM" ] || $S2R render --out "$SIM" --episodes 100 --seed 0
 [ -d "$REAL" ] || $S2R render --out "$REAL" --episodes 30 --seed 5000 --appearance tabletop
-python scripts/bench_policy_data.py --store "$SIM"
+python scripts/bench_policy_data.py --store "$SIM" --threads 1
 # 1. quick preset, two CPU cores, ten minutes at most, then zero-shot on the tabletop render
-taskset -c 0,1 $S2R pretrain-policy --train "$SIM" --out "$RUNS/quick_cpu" --eval-real "$REAL" \
-  steps=1200 time_limit_min=10 num_threads=2
+$S2R pretrain-policy --train "$SIM" --out "$RUNS/quick_cpu" --eval-real "$REAL" \
+  time_limit_min=10 num_threads=1
 # 2. the same network untrained (random init) on the same real windows and noise seed
-$S2R pretrain-policy --train "$SIM" --out "$RUNS/random_init" --eval-real "$REAL" steps=0
+$S2R pretrain-policy --train "$SIM" --out "$RUNS/random_init" --eval-real "$REAL" steps=0 num_threads=1
 # 3. closed loop in the simulator vs a random policy
-$S2R eval-policy --ckpt "$RUNS/quick_cpu" --episodes 20
+$S2R eval-policy --ckpt "$RUNS/quick_cpu" --episodes 20 num_threads=1
