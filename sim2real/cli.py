@@ -14,7 +14,7 @@ import importlib
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -27,7 +27,9 @@ app = typer.Typer(
     help="Turn cheap Push-T simulator data into realistic robot-learning data.",
 )
 
-OVERRIDES = typer.Argument(None, help="hydra overrides of the command's config: key=value …", show_default=False)
+OVERRIDES = typer.Argument(
+    None, help="hydra overrides of the command's config: key=value …", show_default=False
+)
 
 
 def _call(target: str, config_name: str, overrides: list[str] | None, **explicit: Any) -> Any:
@@ -56,7 +58,7 @@ def render(
     seed: int = typer.Option(0, help="seed of the first episode; episode i uses seed + i"),
     appearance: str = typer.Option("sim", help="appearance preset in configs/appearance/"),
     overwrite: bool = typer.Option(False, help="replace an existing store instead of resuming it"),
-    overrides: Optional[list[str]] = OVERRIDES,
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Render scripted-expert Push-T demonstrations with masks into a zarr store."""
     _call(
@@ -76,12 +78,12 @@ def specialize(
     refs: list[str] = typer.Option(..., help="reference (real) frames: files, a folder or a glob"),
     edit: str = typer.Option("background", help="background | foreground"),
     out: Path = typer.Option(..., help="output folder of the specialist"),
-    instruction: Optional[str] = typer.Option(None, help="edit instruction (default per edit kind)"),
-    ref_masks: Optional[list[str]] = typer.Option(None, help="masks of the refs (label maps or binary PNGs)"),
-    sim: Optional[Path] = typer.Option(None, help="sim zarr to draw training frames from"),
-    base: Optional[Path] = typer.Option(None, help="base editor folder (default: the shipped one)"),
-    method: Optional[str] = typer.Option(None, help="d3po | hive-weighted | hive-condition"),
-    overrides: Optional[list[str]] = OVERRIDES,
+    instruction: str | None = typer.Option(None, help="edit instruction (default per edit kind)"),
+    ref_masks: list[str] | None = typer.Option(None, help="masks of the refs (label maps or binary PNGs)"),
+    sim: Path | None = typer.Option(None, help="sim zarr to draw training frames from"),
+    base: Path | None = typer.Option(None, help="base editor folder (default: the shipped one)"),
+    method: str | None = typer.Option(None, help="d3po | hive-weighted | hive-condition"),
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Train an image-editing specialist from a few real frames (D3PO from AI feedback)."""
     if edit not in ("background", "foreground"):
@@ -107,10 +109,10 @@ def edit(
     out: Path = typer.Option(..., help="edited zarr store to write"),
     specialist: list[Path] = typer.Option(..., help="specialist folder; repeat to apply several in order"),
     refs: list[str] = typer.Option(..., help="reference frames used as the visual prompt"),
-    seed: Optional[int] = typer.Option(None, help="sampling seed"),
-    batch_size: Optional[int] = typer.Option(None, help="frames per batch"),
+    seed: int | None = typer.Option(None, help="sampling seed"),
+    batch_size: int | None = typer.Option(None, help="frames per batch"),
     overwrite: bool = typer.Option(False, help="replace an existing output instead of resuming it"),
-    overrides: Optional[list[str]] = OVERRIDES,
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Apply specialists (in order) to every frame of a dataset."""
     overrides, loose = _split_paths(overrides)
@@ -132,9 +134,9 @@ def edit(
 def pretrain_policy(
     train: Path = typer.Option(..., help="training zarr (sim or edited sim)"),
     out: Path = typer.Option(..., help="run folder (checkpoints, metrics.jsonl)"),
-    eval_real: Optional[Path] = typer.Option(None, help="real zarr for zero-shot action MSE"),
-    init: Optional[str] = typer.Option(None, help="random | path of a checkpoint folder"),
-    overrides: Optional[list[str]] = OVERRIDES,
+    eval_real: Path | None = typer.Option(None, help="real zarr for zero-shot action MSE"),
+    init: str | None = typer.Option(None, help="random | path of a checkpoint folder"),
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Pretrain a diffusion policy and report zero-shot action MSE on real data."""
     _call(
@@ -152,8 +154,8 @@ def pretrain_policy(
 def eval_policy(
     ckpt: Path = typer.Option(..., help="policy run folder or checkpoint"),
     episodes: int = typer.Option(10, help="closed-loop episodes in the simulator"),
-    appearance: Optional[str] = typer.Option(None, help="appearance to render observations with"),
-    overrides: Optional[list[str]] = OVERRIDES,
+    appearance: str | None = typer.Option(None, help="appearance to render observations with"),
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Roll a policy out in the simulator and report coverage and success."""
     _call(
@@ -169,10 +171,15 @@ def eval_policy(
 @app.command("pretrain-editor")
 def pretrain_editor(
     out: Path = typer.Option(..., help="run folder of the base editor"),
-    overrides: Optional[list[str]] = OVERRIDES,
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Train the tiny base editor on simulator edit pairs (the shipped default)."""
-    _call("sim2real.training.base_editor:PretrainEditorConfig:run_pretrain_editor", "pretrain_editor", overrides, out=out)
+    _call(
+        "sim2real.training.base_editor:PretrainEditorConfig:run_pretrain_editor",
+        "pretrain_editor",
+        overrides,
+        out=out,
+    )
 
 
 @app.command("import")
@@ -180,7 +187,7 @@ def import_(
     kind: str = typer.Argument(..., help="refs | diffusion-policy"),
     src: Path = typer.Option(..., "--from", help="folder of frames, or a Diffusion Policy real dataset"),
     out: Path = typer.Option(..., help="output folder (refs) or zarr store"),
-    overrides: Optional[list[str]] = OVERRIDES,
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Import real data: a folder of frames as refs, or Diffusion Policy's real Push-T layout."""
     _call("sim2real.data.importers:ImportConfig:run_import", "import", overrides, kind=kind, src=src, out=out)
@@ -191,7 +198,7 @@ def export(
     kind: str = typer.Argument(..., help="lerobot"),
     src: Path = typer.Option(..., "--from", help="our zarr store"),
     out: Path = typer.Option(..., help="output dataset folder"),
-    overrides: Optional[list[str]] = OVERRIDES,
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Export one of our zarr stores to another ecosystem's dataset format."""
     _call("sim2real.data.exporters:ExportConfig:run_export", "export", overrides, kind=kind, src=src, out=out)
@@ -213,7 +220,7 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted: completed work is kept; rerun the same command to resume", err=True)
         sys.exit(130)
-    except (typer.Abort,):
+    except typer.Abort:
         sys.exit(1)
     except Exception as e:  # click usage errors carry their own exit code
         import click
