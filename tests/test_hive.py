@@ -150,6 +150,7 @@ def refdir(tmp_path_factory):
 TINY_RUN = [
     "train.steps=2",
     "train.frames_per_step=2",
+    "train.samples_per_frame=2",  # the quick preset now draws 4; this test checks k=2 rankings
     "train.micro_batch=2",
     "train.num_inference_steps=2",
     "train.eval_every=2",
