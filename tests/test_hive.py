@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_cli as _cli
 
 from envs.pusht.physics import sample_initial_state
 from envs.pusht.render import render_state
@@ -117,17 +117,6 @@ def test_ensure_words_extends_vocab_keeps_ids_and_saves(tmp_path):
 # --- the CLI end to end -------------------------------------------------------------------------------------
 
 
-def _cli(monkeypatch, args: list[str]) -> int:
-    from sim2real import cli
-
-    monkeypatch.setattr(sys, "argv", ["sim2real", *args])
-    try:
-        cli.main()
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("base") / "editor"
@@ -183,7 +172,7 @@ def test_cli_specialize_hive_then_edit(method, base_dir, refdir, tmp_path, monke
         "--base",
         str(base_dir),
     ]
-    assert _cli(monkeypatch, [*args, "--method", method, *TINY_RUN]) == 0
+    assert _cli(monkeypatch, *args, "--method", method, *TINY_RUN) == 0
     info = json.loads((run / "specialist.json").read_text())
     assert info["method"] == method and info["steps"] == 2
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -227,10 +216,10 @@ def test_cli_specialize_hive_then_edit(method, base_dir, refdir, tmp_path, monke
         "--refs",
         str(refdir),
     ]
-    assert _cli(monkeypatch, edit_args) == 0
+    assert _cli(monkeypatch, *edit_args) == 0
     assert open_replay(edited).attrs["edits"][0]["instruction"] == info["instruction"]
 
     # a rerun resumes: the sampled edits and the reward model are reused, not re-made
     stamp = (run / "hive" / "sampled_edits.pt").stat().st_mtime_ns
-    assert _cli(monkeypatch, [*args, "--method", method, *TINY_RUN]) == 0
+    assert _cli(monkeypatch, *args, "--method", method, *TINY_RUN) == 0
     assert (run / "hive" / "sampled_edits.pt").stat().st_mtime_ns == stamp

@@ -9,24 +9,13 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from cli_helpers import run_cli as _cli
 
 from sim2real.data import open_replay
 from sim2real.data.images import load_images
 from sim2real.data.importers import ActionMapConfig, fit_action_map, frame_to_square
 
 # ---- helpers ------------------------------------------------------------------------------------
-
-
-def _cli(monkeypatch, *args) -> int:
-    from sim2real.cli import main
-
-    monkeypatch.setenv("SIM2REAL_PROGRESS", "0")
-    monkeypatch.setattr(sys, "argv", ["sim2real", *map(str, args)])
-    try:
-        main()
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def _error(capsys) -> str:

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 from sim2real.data import open_replay, render_job
 
 SHORT = ["physics.max_steps=12", "expert.n_candidates=8"]
 
 
-def _cli(monkeypatch, *args: str) -> int:
-    from sim2real.cli import main
-
-    monkeypatch.setenv("SIM2REAL_PROGRESS", "0")
-    monkeypatch.setattr(sys, "argv", ["sim2real", "render", *map(str, args)])
-    try:
-        main()
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+def _cli(monkeypatch, *args) -> int:
+    return run_cli(monkeypatch, "render", *args)
 
 
 def test_render_writes_the_layout(monkeypatch, tmp_path):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_cli as _cli
 
 from envs.pusht.physics import sample_initial_state
 from envs.pusht.render import render_state
@@ -173,17 +173,6 @@ def test_unknown_method_is_a_clear_error():
 # --- the CLI end to end ------------------------------------------------------------------------------
 
 
-def _cli(monkeypatch, args: list[str]) -> int:
-    from sim2real import cli
-
-    monkeypatch.setattr(sys, "argv", ["sim2real", *args])
-    try:
-        cli.main()
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 def _write_refs(folder, n=3, size=48):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(11)
@@ -238,8 +227,17 @@ def test_cli_specialize_then_edit_end_to_end(base_dir, tmp_path, monkeypatch):
     run = tmp_path / "bg"
     code = _cli(
         monkeypatch,
-        ["specialize", "--refs", str(refdir / "*.png"), "--edit", "background", "--out", str(run), "--base", str(base_dir), *TINY_RUN],
-    )  # fmt: skip
+        "specialize",
+        "--refs",
+        refdir / "*.png",
+        "--edit",
+        "background",
+        "--out",
+        run,
+        "--base",
+        base_dir,
+        *TINY_RUN,
+    )
     assert code == 0
     info = json.loads((run / "specialist.json").read_text())
     assert info["edit"] == "background" and info["steps"] == 2 and len(info["refs"]) == 3
@@ -263,7 +261,7 @@ def test_cli_specialize_then_edit_end_to_end(base_dir, tmp_path, monkeypatch):
         str(run),
     ]
     args += ["--refs", str(refdir), "--batch-size", "2"]
-    assert _cli(monkeypatch, args) == 0
+    assert _cli(monkeypatch, *args) == 0
     src, dst = open_replay(sim), open_replay(edited)
     np.testing.assert_array_equal(src.episode_ends, dst.episode_ends)
     for key in ("mask", "state", "action"):
@@ -281,21 +279,21 @@ def test_cli_specialize_then_edit_end_to_end(base_dir, tmp_path, monkeypatch):
 
     root = zarr.open_group(str(edited), mode="r+")
     root["meta/episode_ends"].resize((1,))
-    assert _cli(monkeypatch, args) == 0
+    assert _cli(monkeypatch, *args) == 0
     np.testing.assert_array_equal(np.asarray(open_replay(edited).data["img"]), out_img)
 
 
 def test_cli_bad_refs_give_one_line_errors(base_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SIM2REAL_PROGRESS", "0")
     base = ["specialize", "--edit", "background", "--out", str(tmp_path / "x"), "--base", str(base_dir)]
-    assert _cli(monkeypatch, [*base, "--refs", str(tmp_path / "missing.png")]) == 2
+    assert _cli(monkeypatch, *base, "--refs", str(tmp_path / "missing.png")) == 2
     assert "no such image file" in capsys.readouterr().err
     (tmp_path / "broken.png").write_text("not an image")
-    assert _cli(monkeypatch, [*base, "--refs", str(tmp_path / "broken.png")]) == 2
+    assert _cli(monkeypatch, *base, "--refs", str(tmp_path / "broken.png")) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "broken.png" in err and "\n" not in err
     (tmp_path / "empty").mkdir()
-    assert _cli(monkeypatch, [*base, "--refs", str(tmp_path / "empty")]) == 2
+    assert _cli(monkeypatch, *base, "--refs", str(tmp_path / "empty")) == 2
     assert "no images" in capsys.readouterr().err
 
 
@@ -314,6 +312,6 @@ def test_cli_edit_rejects_a_folder_that_is_not_a_specialist(base_dir, tmp_path, 
         "--refs",
         str(refdir),
     ]
-    assert _cli(monkeypatch, args) == 2
+    assert _cli(monkeypatch, *args) == 2
     assert "not a specialist folder" in capsys.readouterr().err
     assert not (tmp_path / "o.zarr").exists()
