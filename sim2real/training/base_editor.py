@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -457,10 +456,3 @@ def load_base_editor(folder: str | Path | None = None, device: str | torch.devic
             )
         )
     return EditPipeline.from_pretrained(folder, device=device)
-
-
-def ship(model_dir: str | Path, dest: Path = SHIPPED) -> Path:
-    """Copy a trained model folder into the package (what `load_base_editor()` loads)."""
-    with atomic_path(dest) as tmp:
-        shutil.copytree(model_dir, tmp)
-    return dest
