@@ -1,15 +1,21 @@
 """Held-out agreement of HIVE's reward model with the AI-feedback ranking, on edits of the base editor.
 
-    python scripts/eval_reward_model.py --refs 'real/*.png' --ref-masks 'masks/*.png' --out results/rm \
-        --frames 64 --k 4
+    python scripts/eval_reward_model.py --refs 'real/*.png' --ref-masks 'masks/*.png' --out results/rm \\
+        --frames 320 --k 4 --folds 4 specialize/preset=quick
 
-Samples `--frames` sim frames × `--k` edits from the base editor exactly as `specialize --method
-hive-*` does (same config `specialize_background` + overrides, η = 1, shared noise per frame), ranks
-each frame's k edits with the AI-feedback total, splits by INPUT frame (`--val-fraction` held out),
-trains the reward model on the rest with Bradley–Terry and reports pairwise agreement on the held-out
-inputs per epoch (0.5 = chance; ties in the feedback ranking form no pair). Writes `agreement.csv`,
-`summary.json` and the rankings in the documented JSON format (`rankings/rankings.json`).
-Extra trailing `key=value` arguments are overrides of the specialize config (e.g. `hive.reward.epochs=80`).
+Samples `--frames` DISTINCT sim frames × `--k` edits from the base editor exactly as `specialize
+--method hive-*` does (config `specialize_background` + overrides, η = 1, shared noise per frame,
+feedback z-normalised over batches of `train.frames_per_step` frames), ranks each frame's k edits
+with the AI-feedback total and caches them in `<out>/sampled_edits.pt`, saved every `--chunk`
+frames (a rerun tops the cache up; `--sample-only` stops there). Then, for each of `--folds` splits
+by INPUT frame (every input held out once), trains the reward model on the other inputs with
+Bradley–Terry — the epoch is picked on a share of the TRAINING inputs (`hive.reward.early_stopping`),
+never on the held-out ones — and reports pairwise agreement on the held-out inputs at that epoch
+(0.5 = chance; ties in the feedback ranking form no pair). `--fit-frames N` uses only the first N
+cached frames (agreement vs. amount of ranked data). Writes `summary.json` (per fold and mean),
+`agreement.csv` (fold 0's per-epoch curves, for the record) and the rankings in the documented JSON
+format (`rankings/rankings.json`). Extra trailing `key=value` arguments are overrides of the
+specialize config (e.g. `hive.reward.features=latents hive.reward.epochs=60`).
 """
 
 from __future__ import annotations
@@ -33,14 +39,51 @@ from sim2real.training.specialize import FrameSource, SpecializeConfig, load_ref
 log = logging.getLogger("eval_reward_model")
 
 
+class SequentialFrames:
+    """A `FrameSource` whose `sample` hands out its pool in order: every sampled input is a new frame."""
+
+    def __init__(self, frames: FrameSource, start: int = 0):
+        self.frames, self.pos = frames, start
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.arange(self.pos, self.pos + n) % len(self.frames.images)
+        self.pos += n
+        return self.frames.images[idx], self.frames.labels[idx]
+
+
+def sample_cached(
+    trainer: SpecialistTrainer, frames: FrameSource, n: int, chunk: int, cache: Path
+) -> SampledEdits:
+    """The first `n` pool frames × k edits: from `cache`, topped up `chunk` frames at a time (saved each time)."""
+    have = SampledEdits.load(cache) if cache.exists() else None
+    while have is None or len(have.inputs) < n:
+        done = 0 if have is None else len(have.inputs)
+        trainer.frames = SequentialFrames(frames, done)
+        trainer.generator.manual_seed(trainer.seed + done)  # a resumed run draws new noise, reproducibly
+        t0 = time.time()
+        part = sample_base_edits(trainer, min(chunk, n - done))
+        have = part if have is None else SampledEdits.concat([have, part])
+        have.save(cache)
+        log.info(
+            "sampled %d / %d frames (%.1f s per frame)",
+            len(have.inputs),
+            n,
+            (time.time() - t0) / len(part.inputs),
+        )
+    return have
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--refs", nargs="+", required=True)
     ap.add_argument("--ref-masks", nargs="*", default=None)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--frames", type=int, default=64)
+    ap.add_argument("--frames", type=int, default=64, help="distinct frames to sample (cached)")
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--val-fraction", type=float, default=0.25)
+    ap.add_argument("--chunk", type=int, default=32, help="frames sampled between cache saves")
+    ap.add_argument("--sample-only", action="store_true")
+    ap.add_argument("--fit-frames", type=int, default=None, help="fit on the first N cached frames")
+    ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("overrides", nargs="*")
@@ -55,49 +98,64 @@ def main() -> None:
     )  # fmt: skip
     refs, _ = load_refs(cfg.refs, cfg.image_size)
     labels = ref_labels_for(refs, cfg.ref_masks, cfg.t_color_hint)
-    cache = out / "sampled_edits.pt"
+    frames = FrameSource(None, cfg.image_size, args.frames, 1, cfg.seed)
     t0 = time.time()
     trainer = SpecialistTrainer(
-        cfg.train, load_editor(cfg.base), FrameSource(None, cfg.image_size, cfg.frame_pool, 1, cfg.seed),
-        refs, labels, cfg.edit, cfg.instruction, cfg.feedback, out / "run", cfg.method, cfg.seed,
+        cfg.train, load_editor(cfg.base), frames, refs, labels, cfg.edit, cfg.instruction, cfg.feedback,
+        out / "run", cfg.method, cfg.seed,
     )  # fmt: skip
-    if cache.exists():
-        edits = SampledEdits.load(cache)
-    else:
-        edits = sample_base_edits(trainer, args.frames)
-        edits.save(cache)
+    edits = sample_cached(trainer, frames, args.frames, args.chunk, out / "sampled_edits.pt")
     sample_s = time.time() - t0
     data = rankings_of(edits, cfg.instruction)
-    save_rankings(out / "rankings" / "rankings.json", data, scores=edits.scores["total"])
-    train, val = data.split(args.val_fraction, seed=args.seed)
-    rm = RewardModel(trainer.pipe, cfg.hive.reward)
+    if not (out / "rankings" / "rankings.json").exists():
+        save_rankings(out / "rankings" / "rankings.json", data, scores=edits.scores["total"])
+    if args.sample_only:
+        return
+    if args.fit_frames:
+        data = data.subset(np.arange(min(args.fit_frames, len(data))))
     t1 = time.time()
-    hist = fit_reward_model(rm, train, val)
-    n_pairs = int((val.ranks[:, :, None] < val.ranks[:, None, :]).sum())
+    folds, curves = [], None
+    for f, (train, val) in enumerate(data.folds(args.folds, seed=args.seed)):
+        rm = RewardModel(trainer.pipe, cfg.hive.reward)
+        untrained = pairwise_agreement(rm.score_groups(val), val.ranks)
+        hist = fit_reward_model(rm, train, val)
+        e = hist.chosen_epoch
+        folds.append({
+            "fold": f,
+            "train_groups": len(train) - hist.stop_groups,
+            "stop_groups": hist.stop_groups,
+            "heldout_groups": len(val),
+            "heldout_pairs": int((val.ranks[:, :, None] < val.ranks[:, None, :]).sum()),
+            "chosen_epoch": e,
+            "heldout_agreement": hist.val_agreement[e - 1],
+            "train_agreement": hist.train_agreement[e - 1],
+            "stop_agreement": hist.stop_agreement[e - 1] if hist.stop_agreement else None,
+            "untrained_heldout_agreement": untrained,
+        })  # fmt: skip
+        log.info("fold %d: held-out agreement %.3f at epoch %d", f, hist.val_agreement[e - 1], e)
+        curves = curves or hist
+    agree = np.array([f["heldout_agreement"] for f in folds])
     summary = {
         "frames": len(data),
         "k": edits.k,
-        "train_groups": len(train),
-        "heldout_groups": len(val),
-        "heldout_pairs": n_pairs,
-        "heldout_agreement_final": hist.val_agreement[-1],
-        "heldout_agreement_best_epoch": int(np.argmax(hist.val_agreement)) + 1,
-        "heldout_agreement_best": float(np.max(hist.val_agreement)),
-        "train_agreement_final": hist.train_agreement[-1],
-        "untrained_heldout_agreement": pairwise_agreement(
-            RewardModel(trainer.pipe, cfg.hive.reward).score_groups(val), val.ranks
-        ),
+        "folds": folds,
+        "heldout_agreement_mean": float(agree.mean()),
+        "heldout_agreement_std_over_folds": float(agree.std()),
+        "heldout_pairs_total": sum(f["heldout_pairs"] for f in folds),
         "reward_config": cfg.hive.reward.__dict__,
         "sample_s": sample_s,
         "fit_s": time.time() - t1,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    with open(out / "agreement.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["epoch", "loss", "train_agreement", "heldout_agreement"])
-        for e, row in enumerate(zip(hist.loss, hist.train_agreement, hist.val_agreement, strict=True), 1):
+    with open(out / "agreement.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", "loss", "train_agreement", "stop_agreement", "heldout_agreement"])
+        stop = curves.stop_agreement or [float("nan")] * len(curves.loss)
+        for e, row in enumerate(
+            zip(curves.loss, curves.train_agreement, stop, curves.val_agreement, strict=True), 1
+        ):
             w.writerow([e, *row])
-    log.info("%s", json.dumps(summary, indent=2))
+    log.info("%s", json.dumps({k: v for k, v in summary.items() if k != "folds"}, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,10 +17,12 @@ from sim2real.training.reward_model import (
     RankingSet,
     RewardModel,
     RewardModelConfig,
+    _dihedral,
     bradley_terry_loss,
     fit_reward_model,
     load_rankings,
     pairwise_agreement,
+    pixel_statistics,
     ranks_from_scores,
     save_rankings,
 )
@@ -127,15 +129,83 @@ def planted_set(n: int, k: int, seed: int) -> RankingSet:
     )
 
 
-def test_reward_model_learns_a_planted_ranking_and_saves(tmp_path):
+PLANTED = {
+    "stats": RewardModelConfig(hidden=8, epochs=40, seed=0),
+    "latents": RewardModelConfig(features="latents", hidden=16, layers=1, epochs=15, batch_groups=8, seed=0),
+}
+
+
+@pytest.mark.parametrize("features", ["stats", "latents"])
+def test_reward_model_learns_a_planted_ranking_and_saves(features, tmp_path):
     torch.manual_seed(0)
     pipe = build_editor(EditorConfig(resolution=SIZE, codec_factor=4, unet_channels=[16, 16], text_dim=16))
     train, held_out = planted_set(24, 3, seed=1), planted_set(12, 3, seed=2)
-    rm = RewardModel(pipe, RewardModelConfig(hidden=16, layers=1, epochs=15, batch_groups=8, seed=0))
+    rm = RewardModel(pipe, PLANTED[features])
     before = pairwise_agreement(rm.score_groups(held_out), held_out.ranks)
     hist = fit_reward_model(rm, train, held_out)
     assert hist.loss[-1] < hist.loss[0]
-    assert hist.val_agreement[-1] >= 0.9 and hist.val_agreement[-1] > before
+    assert hist.stop_groups == 5 and 1 <= hist.chosen_epoch <= rm.cfg.epochs  # 20 % of 24 inputs
+    # the kept model is the chosen epoch's: its held-out agreement is the curve's value there
+    after = pairwise_agreement(rm.score_groups(held_out), held_out.ranks)
+    assert after == pytest.approx(hist.val_agreement[hist.chosen_epoch - 1])
+    assert after >= 0.9 and after > before
     rm.save_pretrained(tmp_path / "rm")
     back = RewardModel.from_pretrained(tmp_path / "rm", pipe)
+    assert back.cfg.features == features
     np.testing.assert_allclose(back.score_groups(held_out), rm.score_groups(held_out), rtol=0, atol=1e-6)
+
+
+def test_held_out_set_never_steers_training():
+    pipe = build_editor(EditorConfig(resolution=SIZE, codec_factor=4, unet_channels=[16, 16], text_dim=16))
+    train, held_out = planted_set(12, 3, seed=1), planted_set(6, 3, seed=2)
+    cfg = RewardModelConfig(hidden=4, epochs=6, seed=0)
+    a, b = RewardModel(pipe, cfg), RewardModel(pipe, cfg)
+    hist_a, hist_b = fit_reward_model(a, train, held_out), fit_reward_model(b, train, None)
+    assert (
+        hist_a.chosen_epoch == hist_b.chosen_epoch
+        and len(hist_a.val_agreement) == 6
+        and not hist_b.val_agreement
+    )
+    np.testing.assert_array_equal(a.score_groups(held_out), b.score_groups(held_out))
+
+
+def test_old_reward_model_folders_load_as_latents(tmp_path):
+    pipe = build_editor(EditorConfig(resolution=SIZE, codec_factor=4, unet_channels=[16, 16], text_dim=16))
+    rm = RewardModel(pipe, RewardModelConfig(features="latents", hidden=8, layers=1))
+    rm.save_pretrained(tmp_path)
+    doc = json.loads((tmp_path / "reward_model.json").read_text())
+    del doc["config"]["features"], doc["config"]["scales"], doc["config"]["early_stopping"]
+    (tmp_path / "reward_model.json").write_text(json.dumps(doc))  # as written before `stats` existed
+    assert RewardModel.from_pretrained(tmp_path, pipe).cfg.features == "latents"
+
+
+def test_split_and_folds_keep_repeated_inputs_on_one_side():
+    data = planted_set(6, 2, seed=3)
+    rep = data.subset(np.array([0, 1, 2, 0, 3, 0, 4, 5, 1]))  # frames drawn twice/thrice from a pool
+    key = lambda x: x.tobytes()  # noqa: E731
+    train, held = rep.split(0.4, seed=0)
+    assert len(train) + len(held) == 9 and len({key(x) for x in held.inputs}) == 2  # round(6·0.4)
+    assert not {key(x) for x in train.inputs} & {key(x) for x in held.inputs}
+    folds = rep.folds(3, seed=0)
+    held_sets = [{key(x) for x in h.inputs} for _, h in folds]
+    assert set.union(*held_sets) == {key(x) for x in data.inputs} and [len(h) for h in held_sets] == [2, 2, 2]
+    for (tr, h), hs in zip(folds, held_sets, strict=True):
+        assert not {key(x) for x in tr.inputs} & hs and len(tr) + len(h) == 9
+    with pytest.raises(Sim2RealError, match="folds"):
+        rep.folds(7)
+
+
+def test_pixel_statistics_see_colour_and_edges_and_ignore_orientation():
+    data = planted_set(3, 2, seed=4)
+    inp, ed = data.inputs, data.edits[:, 0]
+    f = pixel_statistics(inp, ed, [1, 2])
+    assert f.shape == (3, 44) and torch.isfinite(f).all()
+    for view in range(1, 8):  # flips and 90° rotations of input and edit together
+        g = pixel_statistics(_dihedral(inp, view), _dihedral(ed, view), [1, 2])
+        torch.testing.assert_close(g[:, :40], f[:, :40], atol=1e-4, rtol=1e-4)  # colour, Sobel: exact
+        torch.testing.assert_close(g[:, 40:], f[:, 40:], atol=0.01, rtol=0)  # Canny: a few pixels
+    same = pixel_statistics(inp, inp, [1])
+    assert torch.all(same[:, 5:10] == 0)  # no change: the mean |Δ| maps are exactly 0 …
+    assert torch.all(same[:, 20:22] == 0)  # … and no edge disagrees
+    redder = pixel_statistics(inp, np.clip(inp.astype(int) + [60, -30, -30], 0, 255).astype(np.uint8), [1])
+    assert torch.all(redder[:, 1] > same[:, 1])  # mean a* (green→red) of the edit goes up

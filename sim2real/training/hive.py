@@ -233,6 +233,20 @@ class SampledEdits:
     def load(cls, path: Path) -> SampledEdits:
         return cls(**torch.load(path, map_location="cpu", weights_only=False))
 
+    @classmethod
+    def concat(cls, parts: list[SampledEdits]) -> SampledEdits:
+        """One set of the parts' frames in order (all with the same k)."""
+        cat = lambda xs: torch.cat(xs) if xs[0] is not None else None  # noqa: E731
+        return cls(
+            x0=cat([p.x0 for p in parts]),
+            image_latents=cat([p.image_latents for p in parts]),
+            style_latents=cat([p.style_latents for p in parts]),
+            inputs=np.concatenate([p.inputs for p in parts]),
+            labels=np.concatenate([p.labels for p in parts]),
+            edits=np.concatenate([p.edits for p in parts]),
+            scores={n: np.concatenate([p.scores[n] for p in parts]) for n in parts[0].scores},
+        )
+
 
 @torch.no_grad()
 def sample_base_edits(trainer: SpecialistTrainer, n_frames: int) -> SampledEdits:
@@ -258,16 +272,7 @@ def sample_base_edits(trainer: SpecialistTrainer, n_frames: int) -> SampledEdits
                 scores={n: r.scores[n] for n in ("struct", "sem", "dist", "recon", "total")},
             )
         )
-    cat = lambda xs: torch.cat(xs) if xs[0] is not None else None  # noqa: E731
-    return SampledEdits(
-        x0=cat([p.x0 for p in parts]),
-        image_latents=cat([p.image_latents for p in parts]),
-        style_latents=cat([p.style_latents for p in parts]),
-        inputs=np.concatenate([p.inputs for p in parts]),
-        labels=np.concatenate([p.labels for p in parts]),
-        edits=np.concatenate([p.edits for p in parts]),
-        scores={n: np.concatenate([p.scores[n] for p in parts]) for n in parts[0].scores},
-    )
+    return SampledEdits.concat(parts)
 
 
 # --- the losses as trainer methods ------------------------------------------------------------------------------
@@ -401,12 +406,16 @@ def build_reward_model(trainer: SpecialistTrainer, cfg: HiveConfig, data, folder
         train, val = data.split(cfg.val_fraction, seed=trainer.seed)
         source = "ai-feedback"
     hist = fit_reward_model(rm, train, val)
+    e = hist.chosen_epoch  # picked on inputs carved from `train` (early stopping), never on `val`
     rec = {
         "source": source,
+        "features": cfg.reward.features,
         "train_groups": len(train),
+        "stop_groups": hist.stop_groups,
         "heldout_groups": len(val),
-        "train_agreement": hist.train_agreement[-1] if hist.train_agreement else float("nan"),
-        "heldout_agreement": hist.val_agreement[-1] if hist.val_agreement else float("nan"),
+        "chosen_epoch": e,
+        "train_agreement": hist.train_agreement[e - 1] if e else float("nan"),
+        "heldout_agreement": hist.val_agreement[e - 1] if e else float("nan"),
         "heldout_agreement_curve": hist.val_agreement,
         "final_loss": hist.loss[-1] if hist.loss else float("nan"),
         "all_agreement": pairwise_agreement(rm.score_groups(data), data.ranks),
