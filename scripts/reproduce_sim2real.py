@@ -59,7 +59,7 @@ PRESETS = {
         pool_episodes=2,
         specialize=["specialize/preset=quick"],
         edit=["num_inference_steps=4", "batch_size=32"],
-        policy=["steps=600", "time_limit_min=5", "num_threads=1"],
+        policy=["steps=600", "time_limit_min=5"],
         finetune=["finetune_eval_every=10"],
         eval_frames=16,
     ),
@@ -140,12 +140,20 @@ def main() -> None:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     ap.add_argument("--base", type=Path, default=None, help="base editor folder (default: the shipped one)")
     ap.add_argument("--skip-finetune", action="store_true")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="torch CPU threads of every stage (default: 2; use 1 on a machine other jobs share — "
+        "waiting OpenMP threads made stages several times slower under load)",
+    )
     args = ap.parse_args()
     p, out = PRESETS[args.preset], args.out
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("SIM2REAL_PROGRESS", "0")
     st = Stages(out)
     base = ["--base", args.base] if args.base else []
+    threads = f"num_threads={args.threads}"
     sim, real, pool, refs_dir = out / "sim.zarr", out / "real.zarr", out / "pool.zarr", out / "refs"
 
     # 1. data: sim episodes, a disjoint stand-in real set, 5 reference frames from it
@@ -175,19 +183,55 @@ def main() -> None:
         "specialize_bg",
         bg / "specialist.json",
         S2R
-        + ["specialize", *ref_args, "--edit", "background", "--out", bg, "--sim", sim, *base, *p.specialize],
+        + [
+            "specialize",
+            *ref_args,
+            "--edit",
+            "background",
+            "--out",
+            bg,
+            "--sim",
+            sim,
+            *base,
+            *p.specialize,
+            f"train.{threads}",
+        ],
     )
     st.run(
         "edit_pool",
         pool,
         S2R + ["render", "--out", out / "pool_sim.zarr", "--episodes", p.pool_episodes, "--seed", 90_000],
-        S2R + ["edit", "--in", out / "pool_sim.zarr", "--out", pool, "--specialist", bg, *ref_args, *p.edit],
+        S2R
+        + [
+            "edit",
+            "--in",
+            out / "pool_sim.zarr",
+            "--out",
+            pool,
+            "--specialist",
+            bg,
+            *ref_args,
+            *p.edit,
+            threads,
+        ],
     )
     st.run(
         "specialize_fg",
         fg / "specialist.json",
         S2R
-        + ["specialize", *ref_args, "--edit", "foreground", "--out", fg, "--sim", pool, *base, *p.specialize],
+        + [
+            "specialize",
+            *ref_args,
+            "--edit",
+            "foreground",
+            "--out",
+            fg,
+            "--sim",
+            pool,
+            *base,
+            *p.specialize,
+            f"train.{threads}",
+        ],
     )
 
     # 4. repaint the whole sim training set
@@ -196,7 +240,20 @@ def main() -> None:
         "edit_sim",
         edited,
         S2R
-        + ["edit", "--in", sim, "--out", edited, "--specialist", bg, "--specialist", fg, *ref_args, *p.edit],
+        + [
+            "edit",
+            "--in",
+            sim,
+            "--out",
+            edited,
+            "--specialist",
+            bg,
+            "--specialist",
+            fg,
+            *ref_args,
+            *p.edit,
+            threads,
+        ],
     )
 
     # 5. policies: random init, plain sim, edited sim; zero-shot on the stand-in real set
@@ -209,7 +266,7 @@ def main() -> None:
         st.run(
             f"policy_{name}",
             run / "zero_shot.json",
-            S2R + ["pretrain-policy", "--train", train, "--eval-real", real, "--out", run, *extra],
+            S2R + ["pretrain-policy", "--train", train, "--eval-real", real, "--out", run, *extra, threads],
         )
     if not args.skip_finetune:
         ft = out / "policy_edited_finetune"
@@ -228,6 +285,7 @@ def main() -> None:
                 "steps=0",
                 f"finetune_real={real}",
                 *p.finetune,
+                threads,
             ],
         )
 
@@ -253,6 +311,8 @@ def main() -> None:
             str(p.eval_frames),
             "--base",
             args.base or SHIPPED_BASE,
+            "--threads",
+            str(args.threads),
         ],
     )
     total = sum(json.loads(line)["seconds"] for line in st.log.read_text().splitlines())
