@@ -63,6 +63,26 @@ PRESETS = {
         finetune=["finetune_eval_every=10"],
         eval_frames=16,
     ),
+    # plumbing check only (tests/test_reproduce.py): every stage, tiny sizes, meaningless numbers
+    "smoke": Preset(
+        sim_episodes=2,
+        real_episodes=2,
+        pool_episodes=1,
+        specialize=[
+            "specialize/preset=quick",
+            "train.steps=1",
+            "train.frames_per_step=2",
+            "train.samples_per_frame=2",
+            "train.micro_batch=2",
+            "train.num_inference_steps=2",
+            "frame_pool=8",
+            "eval_frames=2",
+        ],
+        edit=["num_inference_steps=1", "batch_size=64"],
+        policy=["steps=2", "zero_shot_stride=25", "val_windows=16"],
+        finetune=["finetune_eval_every=100", "finetune_eval_stride=25"],
+        eval_frames=2,
+    ),
     "paper": Preset(
         sim_episodes=200,
         real_episodes=40,
