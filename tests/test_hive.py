@@ -178,6 +178,7 @@ def test_cli_specialize_hive_then_edit(method, base_dir, refdir, tmp_path, monke
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rm = [r for r in records if r["kind"] == "reward_model"]
     assert len(rm) == 1 and rm[0]["train_groups"] + rm[0]["heldout_groups"] == 4  # 2 steps × 2 frames
+    assert rm[0]["features"] == "stats" and 1 <= rm[0]["chosen_epoch"] <= 2
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2]
     assert all(math.isfinite(r["loss"]) for r in records if r["kind"] == "train")
     assert load_rankings(run / "hive" / "rankings" / "rankings.json", size=SIZE).edits.shape[:2] == (4, 2)
