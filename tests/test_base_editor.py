@@ -129,3 +129,70 @@ def test_missing_base_editor_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(Sim2RealError, match="no base editor"):
         load_base_editor(tmp_path / "nope")
+
+
+def test_refiner_starts_as_identity_and_trains_alone(tmp_path):
+    """A refiner added to a trained editor changes nothing at first; training it leaves the rest frozen."""
+    from sim2real.editing.model import build_editor
+
+    torch.manual_seed(0)
+    base_cfg = _tiny_cfg(tmp_path / "base", style_prob=0.0)
+    base = build_editor(base_cfg.editor)
+    base.save_pretrained(tmp_path / "init")
+    cfg = _tiny_cfg(
+        tmp_path / "run",
+        style_prob=0.0,
+        init=str(tmp_path / "init"),
+        train_modules=["refiner"],
+        protect_pixels=True,
+    )
+    cfg.editor.refiner_channels = 8
+    state = setup(cfg)
+    pipe = state.pipe
+    assert pipe.refiner is not None and pipe.config.refiner_channels == 8
+    frames = EditPairGenerator(seed=1, size=32).batch(2)
+
+    def edit(p):
+        return p(
+            frames["input"],
+            frames["instruction"],
+            num_inference_steps=2,
+            generator=torch.Generator().manual_seed(0),
+            progress=False,
+        ).images
+
+    np.testing.assert_array_equal(edit(pipe), edit(base))  # zero-initialised output: identity
+    frozen = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    refiner_before = {k: v.clone() for k, v in pipe.refiner.state_dict().items()}
+    batch = next(iter(torch.utils.data.DataLoader(PairStream(cfg), batch_size=4)))
+    for _ in range(2):
+        assert np.isfinite(train_step(cfg, state, batch)["loss"])
+    for k, v in pipe.unet.state_dict().items():
+        torch.testing.assert_close(v, frozen[k], rtol=0, atol=0)
+    assert any(not torch.equal(v, refiner_before[k]) for k, v in pipe.refiner.state_dict().items())
+
+
+def test_refiner_round_trips_through_save_and_load(tmp_path):
+    from sim2real.editing.model import build_editor
+    from sim2real.editing.pipeline import EditPipeline
+
+    pipe = build_editor(
+        EditorConfig(resolution=32, codec_factor=4, unet_channels=[32, 32], text_dim=32, refiner_channels=8)
+    )
+    torch.nn.init.normal_(pipe.refiner.conv_out.weight, std=0.1)  # not the identity any more
+    loaded = EditPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "ed"))
+    assert loaded.refiner is not None
+    for k, v in pipe.refiner.state_dict().items():
+        torch.testing.assert_close(loaded.refiner.state_dict()[k], v)
+    z = torch.randn(2, 48, 8, 8)
+    torch.testing.assert_close(loaded.refine(z, 500, z), pipe.refine(z, 500, z))
+    assert not torch.allclose(pipe.refine(z, 500, z), z)
+
+
+def test_refiner_needs_the_unshuffle_codec_and_sample_prediction():
+    with pytest.raises(ValueError, match="refiner"):
+        EditorConfig(refiner_channels=8, codec="kl")
+    with pytest.raises(ValueError, match="refiner"):
+        EditorConfig(refiner_channels=8, prediction_type="epsilon")
+    with pytest.raises(ValueError, match="train_modules"):
+        PretrainEditorConfig(out="x", train_modules=["vae"])

@@ -22,6 +22,7 @@ import torch
 from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, UNet2DConditionModel
 
 from sim2real.editing.codec import KLCodec, PixelUnshuffleCodec, tiny_autoencoder_kl
+from sim2real.editing.refiner import PixelRefiner
 from sim2real.editing.text import build_word_tokenizer, tiny_text_encoder
 from sim2real.editing.visual_prompt import StyleModule, widen_conv_in
 from sim2real.errors import Sim2RealError
@@ -62,6 +63,9 @@ class EditorConfig:
         style_combine (*): how several reference images make one visual prompt per example:
             `sample` one ref drawn per example (training), `mean` of the refs' latents
             (inference default), `batch` example i uses ref i mod K.
+        refiner_channels (*): width of the full-resolution `PixelRefiner` applied after the UNet
+            (0 = none). Tiny preset, unshuffle codec and `prediction_type="sample"` only.
+        refiner_dilations: one 3×3 conv per entry, with that dilation (receptive field).
         seed: seed of the random initialisation of everything not loaded.
     """
 
@@ -86,6 +90,8 @@ class EditorConfig:
     style_inner_dim: int | None = None
     style_heads: int | None = None
     style_combine: Literal["sample", "mean", "batch"] = "mean"
+    refiner_channels: int = 0
+    refiner_dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 1])
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -111,6 +117,16 @@ class EditorConfig:
             )
         if self.residual_scale <= 0:
             raise ValueError(f"residual_scale must be positive; got {self.residual_scale=}")
+        if self.refiner_channels < 0:
+            raise ValueError(f"refiner_channels must be >= 0; got {self.refiner_channels=}")
+        if self.refiner_channels and (
+            self.preset != "tiny" or self.codec != "unshuffle" or self.prediction_type != "sample"
+        ):
+            raise ValueError(
+                "the pixel refiner corrects a clean-residual estimate in pixel-unshuffle space: it needs "
+                f"preset=tiny, codec=unshuffle, prediction_type=sample; got {self.preset=}, "
+                f"{self.codec=}, {self.prediction_type=}"
+            )
 
 
 def build_editor(cfg: EditorConfig, device: str | torch.device = "cpu") -> EditPipeline:
@@ -183,7 +199,16 @@ def _build_tiny(cfg: EditorConfig) -> dict:
         tokenizer=tokenizer,
         scheduler=make_scheduler(cfg),
         style_module=style,
+        refiner=make_refiner(cfg),
     )
+
+
+def make_refiner(cfg: EditorConfig) -> PixelRefiner | None:
+    """The `PixelRefiner` of `cfg` (identity at initialisation), or None if `refiner_channels` is 0."""
+    if not cfg.refiner_channels:
+        return None
+    torch.manual_seed(cfg.seed)
+    return PixelRefiner(cfg.codec_factor, cfg.refiner_channels, tuple(cfg.refiner_dilations))
 
 
 def _load_sd15(cfg: EditorConfig) -> dict:

@@ -35,6 +35,7 @@ from sim2real.editing.codec import KLCodec, PixelUnshuffleCodec, load_codec, sav
 from sim2real.editing.guidance import GuidanceScales, three_way_guidance, two_way_guidance
 from sim2real.editing.images import ImageInput, to_model_images, to_uint8
 from sim2real.editing.model import EditorConfig
+from sim2real.editing.refiner import PixelRefiner
 from sim2real.editing.samplers import scale_model_input, step_log_prob
 from sim2real.editing.visual_prompt import StyleModule
 from sim2real.errors import Sim2RealError
@@ -81,6 +82,7 @@ class EditPipeline:
         tokenizer,
         scheduler: DDIMScheduler | EulerAncestralDiscreteScheduler,
         style_module: StyleModule,
+        refiner: PixelRefiner | None = None,
     ):
         self.config = config
         self.unet = unet
@@ -89,6 +91,7 @@ class EditPipeline:
         self.tokenizer = tokenizer
         self.scheduler = scheduler
         self.style_module = style_module
+        self.refiner = refiner  # full-resolution residual correction after the UNet (refiner.py)
         c = codec.latent_channels
         if unet.config.in_channels != 3 * c or unet.config.out_channels != c:
             raise ValueError(
@@ -103,12 +106,15 @@ class EditPipeline:
 
     @property
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {
+        modules = {
             "unet": self.unet,
             "codec": self.codec,
             "text_encoder": self.text_encoder,
             "style_module": self.style_module,
         }
+        if self.refiner is not None:
+            modules["refiner"] = self.refiner
+        return modules
 
     def to(self, device: str | torch.device) -> EditPipeline:
         for m in self.modules.values():
@@ -183,6 +189,10 @@ class EditPipeline:
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
         return self.unet(inp, t, encoder_hidden_states=text_embeds, return_dict=False)[0]  # (N, C, h, w)
 
+    def refine(self, out: torch.Tensor, t: int | torch.Tensor, image_latents: torch.Tensor) -> torch.Tensor:
+        """The refiner's correction of a (guided) clean-residual estimate; identity without a refiner."""
+        return out if self.refiner is None else self.refiner(out, image_latents, t)
+
     def model_output(
         self,
         latents: torch.Tensor,
@@ -200,7 +210,7 @@ class EditPipeline:
             feats = self.style_features(image_latents, style_latents, text_embeds)
             if style_keep is not None:
                 feats = feats * style_keep.to(feats.dtype)[:, None, None, None]
-        return self._unet(x, t, image_latents, feats, text_embeds)
+        return self.refine(self._unet(x, t, image_latents, feats, text_embeds), t, image_latents)
 
     def guided_model_output(
         self,
@@ -236,8 +246,10 @@ class EditPipeline:
             t_all = t_all.repeat(n)
         out = self._unet(x.repeat(n, 1, 1, 1), t_all, images, feats, texts).split(b)
         if n == 3:
-            return two_way_guidance(out[0], out[1], out[2], scales)
-        return three_way_guidance(out[0], out[1], out[2], out[3], scales)
+            guided = two_way_guidance(out[0], out[1], out[2], scales)
+        else:
+            guided = three_way_guidance(out[0], out[1], out[2], out[3], scales)
+        return self.refine(guided, t, image_latents)
 
     # ------------------------------------------------------------------ diffused variable <-> latents
     def to_diffusion_space(self, target_latents: torch.Tensor, image_latents: torch.Tensor) -> torch.Tensor:
@@ -339,6 +351,8 @@ class EditPipeline:
             self.tokenizer.save_pretrained(tmp / "tokenizer")
             self.scheduler.save_pretrained(tmp / "scheduler")
             self.style_module.save_pretrained(tmp / "style_module")
+            if self.refiner is not None:
+                self.refiner.save_pretrained(tmp / "refiner")
             (tmp / CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
         return folder
 
@@ -361,6 +375,7 @@ class EditPipeline:
             tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
             scheduler=sched_cls.from_pretrained(folder / "scheduler"),
             style_module=StyleModule.from_pretrained(folder / "style_module"),
+            refiner=PixelRefiner.from_pretrained(folder / "refiner") if config.refiner_channels else None,
         )
         for m in pipe.modules.values():
             m.eval()

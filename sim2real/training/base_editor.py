@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from sim2real.config import to_dict
 from sim2real.data.pairs import EditPairGenerator
 from sim2real.editing.guidance import conditioning_dropout
-from sim2real.editing.model import EditorConfig, build_editor
+from sim2real.editing.model import EditorConfig, build_editor, make_refiner
 from sim2real.editing.pipeline import EditPipeline
 from sim2real.errors import Sim2RealError
 from sim2real.training.editor_metrics import pair_metrics
@@ -67,6 +67,11 @@ class PretrainEditorConfig:
     views_per_pair: training examples made from one rendered pair by different 90° rotations and
         flips (rendering, not the model, is the bottleneck on a GPU).
     torch_threads: CPU threads for torch (0 = torch's default).
+    train_modules: which of unet / text_encoder / style_module / refiner learn (the others stay
+        frozen); e.g. `train_modules=[refiner]` with `init=` and `editor.refiner_channels=32` adds a
+        `PixelRefiner` to a trained editor and trains only it, which a CPU can do in an hour.
+    protect_pixels: weigh the protected objects per pixel instead of per latent cell (the refiner
+        works at full resolution; unshuffle codec only).
     """
 
     out: str = ""
@@ -96,6 +101,10 @@ class PretrainEditorConfig:
     init: str | None = None
     views_per_pair: int = 2
     torch_threads: int = 0
+    train_modules: list[str] = field(
+        default_factory=lambda: ["unet", "text_encoder", "style_module", "refiner"]
+    )
+    protect_pixels: bool = False
 
     def __post_init__(self) -> None:
         if not self.out:
@@ -108,6 +117,14 @@ class PretrainEditorConfig:
             raise ValueError(
                 f"kind_probs needs 3 weights (background, foreground, both); got {self.kind_probs=}"
             )
+        unknown = set(self.train_modules) - {"unet", "text_encoder", "style_module", "refiner"}
+        if unknown or not self.train_modules:
+            raise ValueError(
+                "train_modules must name some of unet, text_encoder, style_module, refiner; got "
+                f"{self.train_modules=}"
+            )
+        if self.protect_pixels and self.editor.codec != "unshuffle":
+            raise ValueError(f"protect_pixels needs the unshuffle codec; got {self.editor.codec=}")
         if self.editor.preset != "tiny":
             raise ValueError(f"the base editor is trained from the tiny preset; got {self.editor.preset=}")
 
@@ -193,13 +210,23 @@ def setup(cfg: PretrainEditorConfig) -> TrainState:
         pipe = EditPipeline.from_pretrained(cfg.init)
     else:
         pipe = build_editor(cfg.editor)
-    trainable = [pipe.unet, pipe.text_encoder] + ([pipe.style_module] if cfg.style_prob > 0 else [])
-    params = [p for m in trainable for p in m.parameters()]
+    if cfg.editor.refiner_channels and pipe.refiner is None:  # add a refiner to a trained editor
+        pipe.config.refiner_channels = cfg.editor.refiner_channels
+        pipe.config.refiner_dilations = list(cfg.editor.refiner_dilations)
+        pipe.refiner = make_refiner(pipe.config)
+    train = set(cfg.train_modules) - ({"style_module"} if cfg.style_prob == 0 else set())
+    if not train & set(_ema_modules(pipe)):
+        raise Sim2RealError(f"nothing to train: {cfg.train_modules=} names no module this editor has")
+    for name, m in _ema_modules(pipe).items():
+        m.requires_grad_(name in train)
+    params = [p for m in _ema_modules(pipe).values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
     pipe.unet, pipe.text_encoder, pipe.style_module, optimizer, lr_scheduler = accelerator.prepare(
         pipe.unet, pipe.text_encoder, pipe.style_module, optimizer, lr_scheduler
     )
+    if pipe.refiner is not None:
+        pipe.refiner = accelerator.prepare(pipe.refiner)
     pipe.codec.to(accelerator.device)
     ema = {name: EMAModel(m.parameters(), decay=cfg.ema_decay) for name, m in _ema_modules(pipe).items()}
     for e in ema.values():
@@ -211,7 +238,10 @@ def setup(cfg: PretrainEditorConfig) -> TrainState:
 
 
 def _ema_modules(pipe: EditPipeline) -> dict[str, torch.nn.Module]:
-    return {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "style_module": pipe.style_module}
+    modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "style_module": pipe.style_module}
+    if pipe.refiner is not None:
+        modules["refiner"] = pipe.refiner
+    return modules
 
 
 def _maybe_resume(cfg: PretrainEditorConfig, state: TrainState) -> None:
@@ -252,7 +282,12 @@ def train_step(cfg: PretrainEditorConfig, state: TrainState, batch: dict) -> dic
         # 3. predict and weigh the error
         pred = pipe.model_output(z_t, t, dropped.image_latents, style, dropped.text_embeds, style_keep=keep)
         target = _target(pipe, x0, noise, t)
-        weight = 1.0 + cfg.protect_weight * _latent_mask(batch["protect"].to(device), pipe.codec.factor)
+        protect = batch["protect"].to(device)
+        if cfg.protect_pixels:  # the exact pixels, in the unshuffle layout of the latents
+            cells = F.pixel_unshuffle(protect[:, None].expand(-1, 3, -1, -1).float(), pipe.codec.factor)
+        else:
+            cells = _latent_mask(protect, pipe.codec.factor)
+        weight = 1.0 + cfg.protect_weight * cells
         loss = (weight * (pred.float() - target.float()) ** 2).mean()
 
     if not torch.isfinite(loss):
