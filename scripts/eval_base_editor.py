@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/eval_base_editor")
     ap.add_argument("--pairs", type=int, default=64)
     ap.add_argument("--base", default=None, help="editor folder (default: the shipped base editor)")
+    ap.add_argument("--compare", default=None, help="another editor folder, measured at the chosen setting")
     ap.add_argument("--sweep", action="store_true", help="pick sampler settings on validation pairs first")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -110,8 +111,15 @@ def main() -> None:
     rows.append(
         summarise("base", pairs, images, dt, split="test", steps=steps, text_cfg=text, image_cfg=image)
     )
-    best = (rows[-1], images)
-    save_grid(out / "grid.png", pairs["input"][:12], best[1][:12], pairs["target"][:12])
+    columns = [pairs["input"][:12], images[:12]]
+    if args.compare:
+        other, dt = run_editor(load_base_editor(args.compare), pairs, steps, text, image)
+        rows.append(
+            summarise("compare", pairs, other, dt, split="test", steps=steps, text_cfg=text, image_cfg=image)
+        )
+        columns.append(other[:12])
+    # columns: input | base | (compare) | target
+    save_grid(out / "grid.png", *columns, pairs["target"][:12])
     keys = sorted(
         {k for r in rows for k in r}, key=lambda k: list(rows[-1]).index(k) if k in rows[-1] else 99
     )
