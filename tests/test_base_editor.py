@@ -186,8 +186,22 @@ def test_refiner_round_trips_through_save_and_load(tmp_path):
     for k, v in pipe.refiner.state_dict().items():
         torch.testing.assert_close(loaded.refiner.state_dict()[k], v)
     z = torch.randn(2, 48, 8, 8)
-    torch.testing.assert_close(loaded.refine(z, 500, z), pipe.refine(z, 500, z))
-    assert not torch.allclose(pipe.refine(z, 500, z), z)
+    torch.testing.assert_close(loaded.refine(z, z, 500), pipe.refine(z, z, 500))
+    assert not torch.allclose(pipe.refine(z, z, 500), z)
+
+
+def test_editor_folder_missing_its_refiner_is_a_clear_error(tmp_path):
+    import shutil
+
+    from sim2real.editing.model import build_editor
+    from sim2real.editing.pipeline import EditPipeline
+    from sim2real.errors import Sim2RealError
+
+    cfg = EditorConfig(resolution=32, codec_factor=4, unet_channels=[32, 32], text_dim=32, refiner_channels=8)
+    folder = build_editor(cfg).save_pretrained(tmp_path / "ed")
+    shutil.rmtree(folder / "refiner")
+    with pytest.raises(Sim2RealError, match="incomplete editor folder"):
+        EditPipeline.from_pretrained(folder)
 
 
 def test_refiner_needs_the_unshuffle_codec_and_sample_prediction():

@@ -91,7 +91,7 @@ class EditorConfig:
     style_heads: int | None = None
     style_combine: Literal["sample", "mean", "batch"] = "mean"
     refiner_channels: int = 0
-    refiner_dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 1])
+    refiner_dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 1])
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -189,7 +189,7 @@ class EditPipeline:
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
         return self.unet(inp, t, encoder_hidden_states=text_embeds, return_dict=False)[0]  # (N, C, h, w)
 
-    def refine(self, out: torch.Tensor, t: int | torch.Tensor, image_latents: torch.Tensor) -> torch.Tensor:
+    def refine(self, out: torch.Tensor, image_latents: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """The refiner's correction of a (guided) clean-residual estimate; identity without a refiner."""
         return out if self.refiner is None else self.refiner(out, image_latents, t)
 
@@ -210,7 +210,7 @@ class EditPipeline:
             feats = self.style_features(image_latents, style_latents, text_embeds)
             if style_keep is not None:
                 feats = feats * style_keep.to(feats.dtype)[:, None, None, None]
-        return self.refine(self._unet(x, t, image_latents, feats, text_embeds), t, image_latents)
+        return self.refine(self._unet(x, t, image_latents, feats, text_embeds), image_latents, t)
 
     def guided_model_output(
         self,
@@ -249,7 +249,7 @@ class EditPipeline:
             guided = two_way_guidance(out[0], out[1], out[2], scales)
         else:
             guided = three_way_guidance(out[0], out[1], out[2], out[3], scales)
-        return self.refine(guided, t, image_latents)
+        return self.refine(guided, image_latents, t)
 
     # ------------------------------------------------------------------ diffused variable <-> latents
     def to_diffusion_space(self, target_latents: torch.Tensor, image_latents: torch.Tensor) -> torch.Tensor:
@@ -367,16 +367,19 @@ class EditPipeline:
         except (TypeError, ValueError) as e:
             raise Sim2RealError(f"{folder / CONFIG_NAME}: {e}") from e
         sched_cls = DDIMScheduler if config.scheduler == "ddim" else EulerAncestralDiscreteScheduler
-        pipe = cls(
-            config=config,
-            unet=UNet2DConditionModel.from_pretrained(folder / "unet"),
-            codec=load_codec(folder),
-            text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
-            tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
-            scheduler=sched_cls.from_pretrained(folder / "scheduler"),
-            style_module=StyleModule.from_pretrained(folder / "style_module"),
-            refiner=PixelRefiner.from_pretrained(folder / "refiner") if config.refiner_channels else None,
-        )
+        try:
+            pipe = cls(
+                config=config,
+                unet=UNet2DConditionModel.from_pretrained(folder / "unet"),
+                codec=load_codec(folder),
+                text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
+                tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
+                scheduler=sched_cls.from_pretrained(folder / "scheduler"),
+                style_module=StyleModule.from_pretrained(folder / "style_module"),
+                refiner=PixelRefiner.from_pretrained(folder / "refiner") if config.refiner_channels else None,
+            )
+        except OSError as e:  # a component folder missing or unreadable (half-copied editor)
+            raise Sim2RealError(f"{folder}: incomplete editor folder: {e}") from e
         for m in pipe.modules.values():
             m.eval()
         return pipe.to(device)

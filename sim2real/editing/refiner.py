@@ -29,14 +29,12 @@ from torch.nn import functional as F
 class PixelRefiner(ModelMixin, ConfigMixin):
     """Full-resolution residual correction; `channels` wide, one 3×3 conv per entry of `dilations`."""
 
-    config_name = "config.json"
-
     @register_to_config
     def __init__(
         self,
         factor: int = 8,
         channels: int = 32,
-        dilations: tuple[int, ...] = (1, 2, 4, 8, 1),
+        dilations: tuple[int, ...] = (1, 2, 4, 1),
         num_train_timesteps: int = 1000,
     ):
         super().__init__()

@@ -68,7 +68,7 @@ class PretrainEditorConfig:
         flips (rendering, not the model, is the bottleneck on a GPU).
     torch_threads: CPU threads for torch (0 = torch's default).
     train_modules: which of unet / text_encoder / style_module / refiner learn (the others stay
-        frozen); e.g. `train_modules=[refiner]` with `init=` and `editor.refiner_channels=32` adds a
+        frozen); e.g. `train_modules=[refiner]` with `init=` and `editor.refiner_channels=16` adds a
         `PixelRefiner` to a trained editor and trains only it, which a CPU can do in an hour.
     protect_pixels: weigh the protected objects per pixel instead of per latent cell (the refiner
         works at full resolution; unshuffle codec only).
