@@ -173,6 +173,40 @@ def test_refiner_starts_as_identity_and_trains_alone(tmp_path):
     assert any(not torch.equal(v, refiner_before[k]) for k, v in pipe.refiner.state_dict().items())
 
 
+def test_text_refiner_grows_from_a_text_blind_one_and_reads_the_instruction(tmp_path):
+    """`editor.refiner_text=true` on an editor with a trained text-blind refiner keeps its weights
+    (same edits at first); once the text path has learned, the instruction changes the correction."""
+    from sim2real.editing.model import build_editor
+    from sim2real.editing.pipeline import EditPipeline
+
+    torch.manual_seed(0)
+    ecfg = EditorConfig(
+        resolution=32, codec_factor=4, unet_channels=[32, 32], text_dim=32, refiner_channels=8
+    )
+    base = build_editor(ecfg)
+    torch.nn.init.normal_(base.refiner.conv_out.weight, std=0.1)  # a "trained" text-blind refiner
+    base.save_pretrained(tmp_path / "init")
+    cfg = _tiny_cfg(tmp_path / "run", style_prob=0.0, init=str(tmp_path / "init"), train_modules=["refiner"])
+    cfg.editor.refiner_channels, cfg.editor.refiner_text = 8, True
+    pipe = setup(cfg).pipe
+    assert pipe.config.refiner_text and pipe.refiner.text_film is not None
+    for k, v in base.refiner.state_dict().items():
+        torch.testing.assert_close(pipe.refiner.state_dict()[k], v, rtol=0, atol=0)
+    z = torch.randn(2, 48, 8, 8)
+    texts = pipe.encode_prompt(["make the table dark wood", "make the t red"])
+    torch.testing.assert_close(pipe.refine(z, z, 500, texts), base.refine(z, z, 500), rtol=0, atol=0)
+
+    torch.nn.init.normal_(pipe.refiner.text_film.weight, std=0.5)  # the text path has learned
+    same_text = torch.cat([texts[:1], texts[:1]])
+    a, b = pipe.refine(z[:1].repeat(2, 1, 1, 1), z[:1].repeat(2, 1, 1, 1), 500, texts).unbind(0)
+    assert not torch.allclose(a, b)  # same residual and image, different instruction
+    with pytest.raises(ValueError, match="text_embeds"):
+        pipe.refiner(z, z, 500)
+    loaded = EditPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "ed"))
+    assert loaded.config.refiner_text
+    torch.testing.assert_close(loaded.refine(z, z, 500, same_text), pipe.refine(z, z, 500, same_text))
+
+
 def test_refiner_round_trips_through_save_and_load(tmp_path):
     from sim2real.editing.model import build_editor
     from sim2real.editing.pipeline import EditPipeline

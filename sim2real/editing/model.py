@@ -66,6 +66,9 @@ class EditorConfig:
         refiner_channels (*): width of the full-resolution `PixelRefiner` applied after the UNet
             (0 = none). Tiny preset, unshuffle codec and `prediction_type="sample"` only.
         refiner_dilations: one 3×3 conv per entry, with that dilation (receptive field).
+        refiner_text: the refiner also reads the instruction (FiLM from the text encoder's hidden
+            states); with `init=` of an editor whose refiner is text-blind, that refiner's weights
+            are kept and only the text path is new.
         seed: seed of the random initialisation of everything not loaded.
     """
 
@@ -92,6 +95,7 @@ class EditorConfig:
     style_combine: Literal["sample", "mean", "batch"] = "mean"
     refiner_channels: int = 0
     refiner_dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 1])
+    refiner_text: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -208,7 +212,12 @@ def make_refiner(cfg: EditorConfig) -> PixelRefiner | None:
     if not cfg.refiner_channels:
         return None
     torch.manual_seed(cfg.seed)
-    return PixelRefiner(cfg.codec_factor, cfg.refiner_channels, tuple(cfg.refiner_dilations))
+    return PixelRefiner(
+        cfg.codec_factor,
+        cfg.refiner_channels,
+        tuple(cfg.refiner_dilations),
+        text_dim=cfg.text_dim if cfg.refiner_text else 0,
+    )
 
 
 def _load_sd15(cfg: EditorConfig) -> dict:

@@ -189,9 +189,18 @@ class EditPipeline:
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
         return self.unet(inp, t, encoder_hidden_states=text_embeds, return_dict=False)[0]  # (N, C, h, w)
 
-    def refine(self, out: torch.Tensor, image_latents: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """The refiner's correction of a (guided) clean-residual estimate; identity without a refiner."""
-        return out if self.refiner is None else self.refiner(out, image_latents, t)
+    def refine(
+        self,
+        out: torch.Tensor,
+        image_latents: torch.Tensor,
+        t: int | torch.Tensor,
+        text_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The refiner's correction of a (guided) clean-residual estimate; identity without a refiner.
+
+        `text_embeds`: the instruction's hidden states (B, L, D), read by a text-aware refiner.
+        """
+        return out if self.refiner is None else self.refiner(out, image_latents, t, text_embeds)
 
     def model_output(
         self,
@@ -210,7 +219,7 @@ class EditPipeline:
             feats = self.style_features(image_latents, style_latents, text_embeds)
             if style_keep is not None:
                 feats = feats * style_keep.to(feats.dtype)[:, None, None, None]
-        return self.refine(self._unet(x, t, image_latents, feats, text_embeds), image_latents, t)
+        return self.refine(self._unet(x, t, image_latents, feats, text_embeds), image_latents, t, text_embeds)
 
     def guided_model_output(
         self,
@@ -249,7 +258,7 @@ class EditPipeline:
             guided = two_way_guidance(out[0], out[1], out[2], scales)
         else:
             guided = three_way_guidance(out[0], out[1], out[2], out[3], scales)
-        return self.refine(guided, image_latents, t)
+        return self.refine(guided, image_latents, t, text_embeds)  # after guidance: the instruction
 
     # ------------------------------------------------------------------ diffused variable <-> latents
     def to_diffusion_space(self, target_latents: torch.Tensor, image_latents: torch.Tensor) -> torch.Tensor:

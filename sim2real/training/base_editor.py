@@ -213,7 +213,13 @@ def setup(cfg: PretrainEditorConfig) -> TrainState:
     if cfg.editor.refiner_channels and pipe.refiner is None:  # add a refiner to a trained editor
         pipe.config.refiner_channels = cfg.editor.refiner_channels
         pipe.config.refiner_dilations = list(cfg.editor.refiner_dilations)
+        pipe.config.refiner_text = cfg.editor.refiner_text
         pipe.refiner = make_refiner(pipe.config)
+    elif cfg.editor.refiner_text and pipe.refiner is not None and not pipe.config.refiner_text:
+        blind = pipe.refiner  # teach a trained text-blind refiner to read the instruction
+        pipe.config.refiner_text = True
+        pipe.refiner = make_refiner(pipe.config)
+        pipe.refiner.load_text_blind(blind)
     train = set(cfg.train_modules) - ({"style_module"} if cfg.style_prob == 0 else set())
     if not train & set(_ema_modules(pipe)):
         raise Sim2RealError(f"nothing to train: {cfg.train_modules=} names no module this editor has")
