@@ -113,6 +113,7 @@ def test_shipped_base_editor_edits_a_frame_on_cpu():
     pipe = load_base_editor()
     assert pipe.config.parameterization == "residual"
     assert pipe.refiner is not None  # the full-resolution refiner ships with it
+    assert pipe.refiner.text_film is not None  # and reads the instruction
     frame, _ = render_state(np.array([120.0, 380.0, 250.0, 260.0, 0.6]), "sim")
     out = pipe(
         frame,

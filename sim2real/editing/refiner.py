@@ -83,11 +83,9 @@ class PixelRefiner(ModelMixin, ConfigMixin):
         if self.text_film is not None:
             if text_embeds is None:
                 raise ValueError("this refiner reads the instruction: pass text_embeds (B, L, D)")
-            pooled = text_embeds.to(r.dtype).mean(dim=1)  # (B, D)
-            chunks = self.text_film(pooled)[:, :, None, None].chunk(2 * len(film), dim=1)
-            film = list(
-                zip(chunks[0::2], chunks[1::2], strict=True)
-            )  # (scale, shift) per layer, (B, C, 1, 1)
+            pooled = text_embeds.to(r.dtype).mean(dim=1)  # (B, D), padding tokens included
+            ss = self.text_film(pooled)[:, :, None, None].chunk(2 * len(film), dim=1)
+            film = list(zip(ss[0::2], ss[1::2], strict=True))  # (scale, shift) per layer, (B, C, 1, 1)
         h0 = self.conv_in(torch.cat([r, image, level], dim=1))
         x = F.silu(h0 * (1 + film[0][0]) + film[0][1])
         for conv, (scale, shift) in zip(self.blocks, film[1:], strict=True):
