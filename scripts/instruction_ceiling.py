@@ -44,7 +44,7 @@ def collect(seed: int, n: int, desc: str) -> list[dict]:
         words = describe_appearance(p.target_appearance)
         src = p.source
         light = (round(float(src.light_strength) * 4), round(float(src.vignette) * 5))
-        row = {"kind": p.kind, "light": light, "mask": p.edit_mask}
+        row = {"kind": p.kind, "light": light}
         for part, label, key in (("table", 0, "table"), ("t", 1, "t")):
             m = p.labels == label
             row[f"{part}_n"] = int(m.sum())
