@@ -2,6 +2,8 @@
 untrained model as floors; write a CSV and an image grid.
 
     python scripts/eval_base_editor.py --out runs/eval_base_editor --pairs 64
+    python scripts/eval_base_editor.py --pairs 48 --sweep --compare OTHER_EDITOR_DIR
+    python scripts/eval_base_editor.py --pairs 48 --setting 10 1.5 1.5   # one fixed setting
 
 Held-out pairs come from a seed range the training streams never use (states and appearance draws
 never seen in training). With `--sweep`, sampler settings are compared on a separate validation draw
@@ -69,6 +71,14 @@ def main() -> None:
     ap.add_argument("--base", default=None, help="editor folder (default: the shipped base editor)")
     ap.add_argument("--compare", default=None, help="another editor folder, measured at the chosen setting")
     ap.add_argument("--sweep", action="store_true", help="pick sampler settings on validation pairs first")
+    ap.add_argument(
+        "--setting",
+        nargs=3,
+        type=float,
+        default=(10, 3.0, 1.5),
+        metavar=("STEPS", "S_T", "S_I"),
+        help="sampler setting measured on the test pairs without --sweep (default: 10 3.0 1.5)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -83,7 +93,7 @@ def main() -> None:
     )
 
     base = load_base_editor(args.base)
-    chosen = (10, 3.0, 1.5)
+    chosen = (int(args.setting[0]), args.setting[1], args.setting[2])
     if args.sweep:
         val = eval_pairs(args.pairs, seed=20_000)
         settings = [

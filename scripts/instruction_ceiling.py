@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from envs.pusht.appearance import describe_appearance
 from sim2real.data.pairs import EditPairGenerator
-from sim2real.training.editor_metrics import _lab
+from sim2real.training.editor_metrics import to_lab
 
 
 def collect(seed: int, n: int, desc: str) -> list[dict]:
@@ -40,7 +40,7 @@ def collect(seed: int, n: int, desc: str) -> list[dict]:
     rows = []
     for _ in tqdm(range(n), desc=desc, mininterval=5):
         p = gen.sample()
-        lab_t, lab_i = _lab(p.target[None])[0], _lab(p.input[None])[0]
+        lab_t, lab_i = to_lab(p.target[None])[0], to_lab(p.input[None])[0]
         words = describe_appearance(p.target_appearance)
         src = p.source
         light = (round(float(src.light_strength) * 4), round(float(src.vignette) * 5))
@@ -97,11 +97,8 @@ def main() -> None:
             weight += r[f"{part}_n"]
         return total / max(weight, 1)
 
-    pools: dict = defaultdict(list)  # (part, words) -> the target colours those words were said of
-    for r in train:
-        for part in ("table", "t"):
-            pools[(part, r[f"{part}_words"])].append(r[f"{part}_tgt"])
-    pools = {k: np.array(v[:300]) for k, v in pools.items()}
+    # (part, words) -> up to 300 target colours those words were said of
+    pools = {k: np.array(v[:300]) for k, v in tables["words"].items()}
     rng = np.random.default_rng(0)
 
     def bayes_ratio(r: dict) -> float:

@@ -246,3 +246,19 @@ def test_refiner_needs_the_unshuffle_codec_and_sample_prediction():
         EditorConfig(refiner_channels=8, prediction_type="epsilon")
     with pytest.raises(ValueError, match="train_modules"):
         PretrainEditorConfig(out="x", train_modules=["vae"])
+    with pytest.raises(ValueError, match="refiner_text needs a refiner"):
+        EditorConfig(refiner_text=True)
+
+
+def test_a_refiner_width_that_contradicts_the_init_editor_is_a_clear_error(tmp_path):
+    from sim2real.editing.model import build_editor
+    from sim2real.errors import Sim2RealError
+
+    ecfg = EditorConfig(
+        resolution=32, codec_factor=4, unet_channels=[32, 32], text_dim=32, refiner_channels=8
+    )
+    build_editor(ecfg).save_pretrained(tmp_path / "init")
+    cfg = _tiny_cfg(tmp_path / "run", style_prob=0.0, init=str(tmp_path / "init"), train_modules=["refiner"])
+    cfg.editor.refiner_channels = 16  # the init editor's refiner is 8 wide
+    with pytest.raises(Sim2RealError, match="already has a refiner of 8 channels"):
+        setup(cfg)

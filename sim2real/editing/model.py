@@ -123,6 +123,8 @@ class EditorConfig:
             raise ValueError(f"residual_scale must be positive; got {self.residual_scale=}")
         if self.refiner_channels < 0:
             raise ValueError(f"refiner_channels must be >= 0; got {self.refiner_channels=}")
+        if self.refiner_text and not self.refiner_channels:
+            raise ValueError("refiner_text needs a refiner: set refiner_channels > 0 too")
         if self.refiner_channels and (
             self.preset != "tiny" or self.codec != "unshuffle" or self.prediction_type != "sample"
         ):

@@ -210,6 +210,20 @@ def setup(cfg: PretrainEditorConfig) -> TrainState:
         pipe = EditPipeline.from_pretrained(cfg.init)
     else:
         pipe = build_editor(cfg.editor)
+    if (
+        pipe.refiner is not None
+        and cfg.editor.refiner_channels
+        and (
+            cfg.editor.refiner_channels != pipe.config.refiner_channels
+            or list(cfg.editor.refiner_dilations) != list(pipe.config.refiner_dilations)
+        )
+    ):
+        raise Sim2RealError(
+            f"the editor already has a refiner of {pipe.config.refiner_channels} channels, dilations "
+            f"{list(pipe.config.refiner_dilations)}; got editor.refiner_channels={cfg.editor.refiner_channels}, "
+            f"editor.refiner_dilations={list(cfg.editor.refiner_dilations)} (match them, or start from an "
+            "editor without one)"
+        )
     if cfg.editor.refiner_channels and pipe.refiner is None:  # add a refiner to a trained editor
         pipe.config.refiner_channels = cfg.editor.refiner_channels
         pipe.config.refiner_dilations = list(cfg.editor.refiner_dilations)

@@ -26,14 +26,14 @@ class PairMetrics:
     success: np.ndarray  # (B,) bool
 
 
-def _lab(images: np.ndarray) -> np.ndarray:
+def to_lab(images: np.ndarray) -> np.ndarray:
     """uint8 RGB (B,H,W,3) -> float Lab (B,H,W,3) with L in 0–100."""
     return np.stack([cv2.cvtColor(im.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB) for im in images])
 
 
 def mean_lab_distance(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Distance between the mean Lab colours of `a` and `b` inside `mask` (B,H,W) bool → (B,)."""
-    la, lb = _lab(a), _lab(b)
+    la, lb = to_lab(a), to_lab(b)
     m = mask[..., None].astype(np.float32)
     n = np.maximum(m.sum(axis=(1, 2)), 1.0)  # (B, 1)
     mean_a = (la * m).sum(axis=(1, 2)) / n
