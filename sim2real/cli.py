@@ -182,6 +182,17 @@ def pretrain_editor(
     )
 
 
+@app.command("pretrain-matte")
+def pretrain_matte(
+    out: Path = typer.Option(..., help="run folder of the edit matte"),
+    overrides: list[str] | None = OVERRIDES,
+) -> None:
+    """Train an editor's edit matte: which pixels an instruction is about (table, T, or both)."""
+    _call(
+        "sim2real.training.matte:PretrainMatteConfig:run_pretrain_matte", "pretrain_matte", overrides, out=out
+    )
+
+
 @app.command("import")
 def import_(
     kind: str = typer.Argument(..., help="refs | diffusion-policy"),

@@ -22,6 +22,7 @@ import torch
 from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, UNet2DConditionModel
 
 from sim2real.editing.codec import KLCodec, PixelUnshuffleCodec, tiny_autoencoder_kl
+from sim2real.editing.matte import EditMatte
 from sim2real.editing.refiner import PixelRefiner
 from sim2real.editing.text import build_word_tokenizer, tiny_text_encoder
 from sim2real.editing.visual_prompt import StyleModule, widen_conv_in
@@ -69,6 +70,9 @@ class EditorConfig:
         refiner_text: the refiner also reads the instruction (FiLM from the text encoder's hidden
             states); with `init=` of an editor whose refiner is text-blind, that refiner's weights
             are kept and only the text path is new.
+        matte_channels (*): level widths of the `EditMatte` (matte.py) composited over the decoded
+            edit: where the instruction may change the frame ([] = none; tiny preset only). Trained
+            separately by `sim2real pretrain-matte`.
         seed: seed of the random initialisation of everything not loaded.
     """
 
@@ -96,6 +100,7 @@ class EditorConfig:
     refiner_channels: int = 0
     refiner_dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 1])
     refiner_text: bool = False
+    matte_channels: list[int] = field(default_factory=list)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -125,6 +130,11 @@ class EditorConfig:
             raise ValueError(f"refiner_channels must be >= 0; got {self.refiner_channels=}")
         if self.refiner_text and not self.refiner_channels:
             raise ValueError("refiner_text needs a refiner: set refiner_channels > 0 too")
+        if self.matte_channels and (self.preset != "tiny" or min(self.matte_channels) < 8):
+            raise ValueError(
+                "the edit matte reads the tiny text encoder and needs level widths >= 8 (group norm); "
+                f"got {self.preset=}, {self.matte_channels=}"
+            )
         if self.refiner_channels and (
             self.preset != "tiny" or self.codec != "unshuffle" or self.prediction_type != "sample"
         ):
@@ -206,6 +216,7 @@ def _build_tiny(cfg: EditorConfig) -> dict:
         scheduler=make_scheduler(cfg),
         style_module=style,
         refiner=make_refiner(cfg),
+        matte=make_matte(cfg),
     )
 
 
@@ -220,6 +231,14 @@ def make_refiner(cfg: EditorConfig) -> PixelRefiner | None:
         tuple(cfg.refiner_dilations),
         text_dim=cfg.text_dim if cfg.refiner_text else 0,
     )
+
+
+def make_matte(cfg: EditorConfig) -> EditMatte | None:
+    """The `EditMatte` of `cfg` (random initialisation), or None if `matte_channels` is empty."""
+    if not cfg.matte_channels:
+        return None
+    torch.manual_seed(cfg.seed)
+    return EditMatte(tuple(cfg.matte_channels), text_dim=cfg.text_dim)
 
 
 def _load_sd15(cfg: EditorConfig) -> dict:

@@ -34,6 +34,7 @@ from transformers import AutoTokenizer, CLIPTextModel
 from sim2real.editing.codec import KLCodec, PixelUnshuffleCodec, load_codec, save_codec
 from sim2real.editing.guidance import GuidanceScales, three_way_guidance, two_way_guidance
 from sim2real.editing.images import ImageInput, to_model_images, to_uint8
+from sim2real.editing.matte import EditMatte
 from sim2real.editing.model import EditorConfig
 from sim2real.editing.refiner import PixelRefiner
 from sim2real.editing.samplers import scale_model_input, step_log_prob
@@ -83,6 +84,7 @@ class EditPipeline:
         scheduler: DDIMScheduler | EulerAncestralDiscreteScheduler,
         style_module: StyleModule,
         refiner: PixelRefiner | None = None,
+        matte: EditMatte | None = None,
     ):
         self.config = config
         self.unet = unet
@@ -92,6 +94,7 @@ class EditPipeline:
         self.scheduler = scheduler
         self.style_module = style_module
         self.refiner = refiner  # full-resolution residual correction after the UNet (refiner.py)
+        self.matte = matte  # where the instruction may change the frame, after decoding (matte.py)
         c = codec.latent_channels
         if unet.config.in_channels != 3 * c or unet.config.out_channels != c:
             raise ValueError(
@@ -114,6 +117,8 @@ class EditPipeline:
         }
         if self.refiner is not None:
             modules["refiner"] = self.refiner
+        if self.matte is not None:
+            modules["matte"] = self.matte
         return modules
 
     def to(self, device: str | torch.device) -> EditPipeline:
@@ -273,9 +278,19 @@ class EditPipeline:
             return image_latents + x0 / self.config.residual_scale
         return x0 / self.codec.scaling_factor
 
-    def decode(self, x0: torch.Tensor, image_latents: torch.Tensor) -> torch.Tensor:
-        """Edited images (B, 3, H, W) in [-1, 1] from a clean diffused variable."""
-        return self.codec.decode(self.from_diffusion_space(x0, image_latents)).clamp(-1, 1)
+    def decode(
+        self, x0: torch.Tensor, image_latents: torch.Tensor, text_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Edited images (B, 3, H, W) in [-1, 1] from a clean diffused variable.
+
+        With an edit matte and the instruction's hidden states `text_embeds` (B, L, D), the decoded
+        edit is composited over the input frame where the matte says the instruction applies.
+        """
+        images = self.codec.decode(self.from_diffusion_space(x0, image_latents)).clamp(-1, 1)
+        if self.matte is None or text_embeds is None:
+            return images
+        inputs = self.codec.decode(image_latents).clamp(-1, 1)
+        return self.matte.composite(images, inputs.to(images.dtype), text_embeds)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -340,7 +355,7 @@ class EditPipeline:
             log_probs.append(log_prob)
 
         # 4. decode
-        images = self.decode(latents, cond.image_latents)  # (B, 3, H, W)
+        images = self.decode(latents, cond.image_latents, cond.text_embeds)  # (B, 3, H, W)
         result = EditPipelineOutput(images=to_uint8(images) if output_type == "np" else images)
         if return_trajectory:
             result.latents = torch.stack(trajectory, dim=1)  # (B, S+1, C, h, w)
@@ -362,6 +377,8 @@ class EditPipeline:
             self.style_module.save_pretrained(tmp / "style_module")
             if self.refiner is not None:
                 self.refiner.save_pretrained(tmp / "refiner")
+            if self.matte is not None:
+                self.matte.save_pretrained(tmp / "matte")
             (tmp / CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
         return folder
 
@@ -386,6 +403,7 @@ class EditPipeline:
                 scheduler=sched_cls.from_pretrained(folder / "scheduler"),
                 style_module=StyleModule.from_pretrained(folder / "style_module"),
                 refiner=PixelRefiner.from_pretrained(folder / "refiner") if config.refiner_channels else None,
+                matte=EditMatte.from_pretrained(folder / "matte") if config.matte_channels else None,
             )
         except OSError as e:  # a component folder missing or unreadable (half-copied editor)
             raise Sim2RealError(f"{folder}: incomplete editor folder: {e}") from e

@@ -457,6 +457,7 @@ def export(cfg: PretrainEditorConfig, state: TrainState, folder: Path) -> Path:
             codec=state.pipe.codec,
             tokenizer=state.pipe.tokenizer,
             scheduler=state.pipe.scheduler,
+            matte=state.pipe.matte,  # trained apart (sim2real pretrain-matte): kept as loaded
             **unwrapped,
         )
         pipe.save_pretrained(folder)

@@ -556,7 +556,7 @@ class SpecialistTrainer:
             latents, lp = step_log_prob(pipe.scheduler, out, t, latents, eta=cfg.eta, generator=gen)
             traj.append(latents)
             logps.append(lp)
-        edits = to_uint8(pipe.decode(latents, cond.image_latents))  # (B·k, H, W, 3)
+        edits = to_uint8(pipe.decode(latents, cond.image_latents, cond.text_embeds))  # (B·k, H, W, 3)
         return Rollout(
             cond=cond,
             latents=torch.stack(traj, dim=1),

@@ -1,0 +1,140 @@
+"""The edit matte: where an instruction may change the frame (sim2real.editing.matte, training.matte)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sim2real.editing.matte import EditMatte
+from sim2real.editing.model import EditorConfig, build_editor
+from sim2real.editing.pipeline import EditPipeline
+from sim2real.errors import Sim2RealError
+from sim2real.training.matte import MatteStream, PretrainMatteConfig, matte_loss, run_pretrain_matte
+
+SMALL = dict(resolution=32, codec_factor=4, unet_channels=[32, 32], text_dim=32)
+
+
+def _set_alpha(matte: EditMatte, logit: float) -> None:
+    """Make the matte say the same α = sigmoid(logit) everywhere."""
+    out = matte.net.conv_out
+    torch.nn.init.zeros_(out.weight)
+    torch.nn.init.constant_(out.bias, logit)
+
+
+def test_matte_composites_the_edit_over_the_input():
+    matte = EditMatte((8, 8), text_dim=16)
+    image, edited = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    text = torch.randn(2, 5, 16)
+    _set_alpha(matte, -40.0)
+    torch.testing.assert_close(matte.composite(edited, image, text), image)  # nothing may change
+    _set_alpha(matte, 40.0)
+    torch.testing.assert_close(matte.composite(edited, image, text), edited)  # everything may
+    _set_alpha(matte, 0.0)
+    torch.testing.assert_close(matte.composite(edited, image, text), (image + edited) / 2)
+    with pytest.raises(ValueError, match="one instruction per image"):
+        matte(image, text[:1])
+
+
+def test_pipeline_decodes_through_the_matte_only_with_the_instruction(tmp_path):
+    pipe = build_editor(EditorConfig(**SMALL, matte_channels=[8, 8]))
+    assert pipe.matte is not None and "matte" in pipe.modules
+    frames = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    cond = pipe.prepare_conditions(frames, "make the table grey")
+    x0 = torch.randn_like(cond.image_latents)
+    plain = pipe.decode(x0, cond.image_latents)
+    _set_alpha(pipe.matte, -40.0)
+    kept = pipe.decode(x0, cond.image_latents, cond.text_embeds)
+    torch.testing.assert_close(kept, pipe.codec.decode(cond.image_latents).clamp(-1, 1))  # the input
+    assert not torch.allclose(plain, kept)
+    out = pipe(frames, "make the table grey", num_inference_steps=2, progress=False).images
+    np.testing.assert_array_equal(out, frames)  # α ≈ 0: the pipeline returns the input frames
+
+    loaded = EditPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "ed"))
+    assert loaded.config.matte_channels == [8, 8]
+    for k, v in pipe.matte.state_dict().items():
+        torch.testing.assert_close(loaded.matte.state_dict()[k], v)
+
+
+def test_matte_is_for_the_tiny_preset_only():
+    with pytest.raises(ValueError, match="edit matte"):
+        EditorConfig(preset="sd15", pretrained="x", parameterization="standard", matte_channels=[8])
+    with pytest.raises(ValueError, match="edit matte"):
+        EditorConfig(**SMALL, matte_channels=[4, 8])
+
+
+def test_matte_stream_masks_follow_the_views():
+    cfg = PretrainMatteConfig(out="x", views_per_pair=2, tail_prob=1.0)
+    items = [x for _, x in zip(range(4), MatteStream(cfg, 32), strict=False)]
+    for item in items:
+        assert item["input"].shape == (3, 32, 32) and item["mask"].shape == (32, 32)
+        assert set(np.unique(item["mask"].numpy())) <= {0.0, 1.0}
+        assert "," in item["instruction"] or " with " in item["instruction"]  # a tail was added
+    # two views of one pair: the same mask up to a rotation / flip
+    a, b = items[0]["mask"].numpy(), items[1]["mask"].numpy()
+    views = [np.rot90(a, k) for k in range(4)] + [np.rot90(a, k)[:, ::-1] for k in range(4)]
+    assert any(np.array_equal(v, b) for v in views)
+
+
+def test_matte_training_lowers_the_loss_exports_and_resumes(tmp_path):
+    base = build_editor(EditorConfig(**SMALL)).save_pretrained(tmp_path / "base")
+    (base / "TRAINING.json").write_text(json.dumps({"history": [{"stage": 1, "what": "unet"}]}))
+    cfg = PretrainMatteConfig(
+        out=str(tmp_path / "run"), init=str(base), channels=[8, 8], steps=2, batch_size=4,
+        num_workers=0, eval_every=2, eval_pairs=2, checkpoint_every=1, log_every=1, lr=1e-2,
+    )  # fmt: skip
+    folder = run_pretrain_matte(cfg)
+    pipe = EditPipeline.from_pretrained(folder)
+    assert pipe.matte is not None
+    history = json.loads((folder / "TRAINING.json").read_text())["history"]
+    assert [h["stage"] for h in history] == [1, 2] and history[-1]["what"].startswith("edit matte")
+    assert history[-1]["last_eval"]["eval_iou"] >= 0
+
+    # a fixed batch: a few more steps of the same objective lower its loss
+    batch = next(iter(torch.utils.data.DataLoader(MatteStream(cfg, 32), batch_size=8)))
+    opt = torch.optim.AdamW(pipe.matte.parameters(), lr=1e-2)
+    with torch.no_grad():
+        before = matte_loss(pipe, batch).item()
+    for _ in range(5):
+        loss = matte_loss(pipe, batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        assert matte_loss(pipe, batch).item() < before
+
+    # resume: the checkpoint is at step 2; asking for 3 trains one more step, not three
+    cfg.steps = 3
+    run_pretrain_matte(cfg)
+    steps = [
+        r["step"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    ]
+    assert max(steps) == 3 and steps.count(3) >= 1 and steps.count(1) == 1
+
+
+def test_matte_training_needs_a_tiny_editor(tmp_path):
+    with pytest.raises(Sim2RealError, match="no base editor"):
+        run_pretrain_matte(PretrainMatteConfig(out=str(tmp_path / "run"), init=str(tmp_path / "nope")))
+
+
+def test_shipped_editor_matte_finds_the_edit_region():
+    from sim2real.data.pairs import EditPairGenerator
+    from sim2real.training.base_editor import load_base_editor
+    from sim2real.training.matte import evaluate
+
+    pipe = load_base_editor()
+    assert pipe.matte is not None
+    scores = evaluate(pipe, 8, pipe.config.resolution)
+    assert scores["eval_iou"] > 0.9 and scores["eval_outside_kept"] > 0.9
+    # the same frame, two instructions: the table, then the T
+    pair = EditPairGenerator(seed=5, kinds=("background",)).sample()
+    x = torch.from_numpy(pair.input).permute(2, 0, 1)[None].float() / 127.5 - 1
+    masks = {}
+    for words in ("make the table dark wood", "turn the t-shaped block orange"):
+        with torch.no_grad():
+            masks[words] = torch.sigmoid(pipe.matte(x, pipe.encode_prompt([words])))[0, 0].numpy() > 0.5
+    table, t = masks["make the table dark wood"], masks["turn the t-shaped block orange"]
+    assert (table == (pair.labels == 0)).mean() > 0.95
+    assert (t == (pair.labels == 1)).mean() > 0.95
