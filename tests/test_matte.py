@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sim2real.editing.matte import EditMatte
+from sim2real.editing.matte import EditMatte, lab_to_rgb, rgb_to_lab
 from sim2real.editing.model import EditorConfig, build_editor
 from sim2real.editing.pipeline import EditPipeline
 from sim2real.errors import Sim2RealError
@@ -17,11 +17,12 @@ from sim2real.training.matte import MatteStream, PretrainMatteConfig, matte_loss
 SMALL = dict(resolution=32, codec_factor=4, unet_channels=[32, 32], text_dim=32)
 
 
-def _set_alpha(matte: EditMatte, logit: float) -> None:
-    """Make the matte say the same α = sigmoid(logit) everywhere."""
+def _set_alpha(matte: EditMatte, table: float, t: float = -40.0) -> None:
+    """Make the matte say the same per-part logits everywhere."""
     out = matte.net.conv_out
     torch.nn.init.zeros_(out.weight)
-    torch.nn.init.constant_(out.bias, logit)
+    with torch.no_grad():
+        out.bias.copy_(torch.tensor([table, t]))
 
 
 def test_matte_composites_the_edit_over_the_input():
@@ -32,10 +33,42 @@ def test_matte_composites_the_edit_over_the_input():
     torch.testing.assert_close(matte.composite(edited, image, text), image)  # nothing may change
     _set_alpha(matte, 40.0)
     torch.testing.assert_close(matte.composite(edited, image, text), edited)  # everything may
+    _set_alpha(matte, -40.0, 40.0)
+    torch.testing.assert_close(matte.composite(edited, image, text), edited)  # either part's α counts
     _set_alpha(matte, 0.0)
     torch.testing.assert_close(matte.composite(edited, image, text), (image + edited) / 2)
     with pytest.raises(ValueError, match="one instruction per image"):
         matte(image, text[:1])
+
+
+def test_lab_conversion_matches_opencv_and_round_trips():
+    import cv2
+
+    rgb = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+    t = torch.from_numpy(rgb).permute(0, 3, 1, 2)
+    lab = rgb_to_lab(t)
+    ref = np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2LAB) for im in rgb])
+    assert np.abs(lab.permute(0, 2, 3, 1).numpy() - ref).max() < 0.5
+    torch.testing.assert_close(lab_to_rgb(lab), t, atol=1e-4, rtol=0)
+
+
+def test_colour_calibration_moves_the_part_mean_onto_the_words_colour():
+    matte = EditMatte((8, 8), text_dim=16)
+    _set_alpha(matte, 40.0)  # the whole frame is "table"
+    last = matte.colour_head[-1]
+    torch.nn.init.zeros_(last.weight)
+    with torch.no_grad():  # the words name Lab (40, 20, -30) for the table
+        last.bias.copy_(torch.tensor([40.0, 20.0, -30.0, 0.0, 0.0, 0.0]) / 100)
+    rng = torch.Generator().manual_seed(0)
+    edited = torch.rand(1, 3, 16, 16, generator=rng) * 0.4  # a textured edit, in [0, 0.4] → [-1, -0.2]
+    edited = edited * 2 - 1 + 0.6
+    image, text = torch.zeros(1, 3, 16, 16), torch.randn(1, 5, 16)
+    plain = matte.composite(edited, image, text)
+    calibrated = matte.composite(edited, image, text, calibrate=True)
+    mean = rgb_to_lab((calibrated + 1) / 2).mean((2, 3))[0]
+    torch.testing.assert_close(mean, torch.tensor([40.0, 20.0, -30.0]), atol=1.0, rtol=0)
+    # the texture is kept: the pixels still differ from each other as the edit's did
+    assert rgb_to_lab((calibrated + 1) / 2)[0, 0].std() > 0.5 * rgb_to_lab((plain + 1) / 2)[0, 0].std()
 
 
 def test_pipeline_decodes_through_the_matte_only_with_the_instruction(tmp_path):
@@ -51,6 +84,21 @@ def test_pipeline_decodes_through_the_matte_only_with_the_instruction(tmp_path):
     assert not torch.allclose(plain, kept)
     out = pipe(frames, "make the table grey", num_inference_steps=2, progress=False).images
     np.testing.assert_array_equal(out, frames)  # α ≈ 0: the pipeline returns the input frames
+
+    # colour calibration: by default only without a visual prompt (the refs say the colour then)
+    _set_alpha(pipe.matte, 40.0)
+
+    def run(**kw):
+        gen = torch.Generator().manual_seed(0)
+        return pipe(
+            frames, "make the table grey", num_inference_steps=2, progress=False, generator=gen, **kw
+        ).images
+
+    np.testing.assert_array_equal(run(), run(calibrate_colour=True))
+    assert not np.array_equal(run(), run(calibrate_colour=False))
+    np.testing.assert_array_equal(
+        run(style_images=frames[:1]), run(style_images=frames[:1], calibrate_colour=False)
+    )
 
     loaded = EditPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "ed"))
     assert loaded.config.matte_channels == [8, 8]
@@ -69,11 +117,13 @@ def test_matte_stream_masks_follow_the_views():
     cfg = PretrainMatteConfig(out="x", views_per_pair=2, tail_prob=1.0)
     items = [x for _, x in zip(range(4), MatteStream(cfg, 32), strict=False)]
     for item in items:
-        assert item["input"].shape == (3, 32, 32) and item["mask"].shape == (32, 32)
-        assert set(np.unique(item["mask"].numpy())) <= {0.0, 1.0}
+        assert item["input"].shape == (3, 32, 32) and item["parts"].shape == (2, 32, 32)
+        assert set(np.unique(item["parts"].numpy())) <= {0.0, 1.0}
+        assert item["edited"].tolist() == item["parts"].flatten(1).any(1).tolist()
+        assert item["colours"].shape == (2, 3)
         assert "," in item["instruction"] or " with " in item["instruction"]  # a tail was added
-    # two views of one pair: the same mask up to a rotation / flip
-    a, b = items[0]["mask"].numpy(), items[1]["mask"].numpy()
+    # two views of one pair: the same masks up to a rotation / flip
+    a, b = items[0]["parts"].numpy().any(0), items[1]["parts"].numpy().any(0)
     views = [np.rot90(a, k) for k in range(4)] + [np.rot90(a, k)[:, ::-1] for k in range(4)]
     assert any(np.array_equal(v, b) for v in views)
 
@@ -128,13 +178,14 @@ def test_shipped_editor_matte_finds_the_edit_region():
     assert pipe.matte is not None
     scores = evaluate(pipe, 8, pipe.config.resolution)
     assert scores["eval_iou"] > 0.9 and scores["eval_outside_kept"] > 0.9
+    assert scores["eval_colour_delta_e"] < 20
     # the same frame, two instructions: the table, then the T
     pair = EditPairGenerator(seed=5, kinds=("background",)).sample()
     x = torch.from_numpy(pair.input).permute(2, 0, 1)[None].float() / 127.5 - 1
     masks = {}
     for words in ("make the table dark wood", "turn the t-shaped block orange"):
         with torch.no_grad():
-            masks[words] = torch.sigmoid(pipe.matte(x, pipe.encode_prompt([words])))[0, 0].numpy() > 0.5
+            masks[words] = torch.sigmoid(pipe.matte(x, pipe.encode_prompt([words])))[0].sum(0).numpy() > 0.5
     table, t = masks["make the table dark wood"], masks["turn the t-shaped block orange"]
     assert (table == (pair.labels == 0)).mean() > 0.95
     assert (t == (pair.labels == 1)).mean() > 0.95

@@ -1,26 +1,32 @@
-"""`EditMatte`: where may the instruction change the picture? A full-resolution soft mask from the input
-frame and the instruction, composited over the editor's output.
+"""`EditMatte`: where may the instruction change the picture, and what mean colour do its words name?
 
 Measured on held-out pairs (docs/base_editor.md), the tiny editor's colour was right on ~62% of
 pairs but only ~40% of pairs were edit successes: the 8×8-patch UNet bleeds the new look onto the
 objects the instruction does not name (the agent disk, the goal, the T in a table edit), so the PSNR
 outside the edit fails. Deciding *which pixels* an instruction is about is a segmentation problem of
 the input frame — "the table", "the T-shaped block", or both — that needs neither the noise nor the
-new look. So the matte is a separate small model, trained with its own loss (per-pixel cross-entropy
-against the exact edit region the simulator gives, `sim2real pretrain-matte`), and applied once,
-after decoding:
+new look. So the matte is a separate small model, trained with its own loss (`sim2real pretrain-matte`:
+per-pixel cross-entropy against the exact edit regions the simulator gives), applied once, after
+decoding:
 
-    α = sigmoid(matte(I_in, instruction))       (B, 1, H, W)
-    I_out = I_in + α · (D(z) − I_in)             α = 0 keeps the input pixel exactly
+    α_table, α_T = sigmoid(matte(I_in, instruction))          (B, 2, H, W): the parts the words touch
+    α = min(α_table + α_T, 1)
+    I_out = I_in + α · (D(z) − I_in)                           α = 0 keeps the input pixel exactly
 
-The network is diffusers' `UNet2DModel` (no attention, a few levels), with the instruction — the
-token-mean of the editor's text encoder hidden states, projected — added to its time embedding
-(`class_embed_type="identity"`); the timestep is always 0. The matte never sees the target, the
-masks or the new look at inference: only what the editor sees.
+Colour calibration (optional, `calibrate=True`): guided sampling tends to over-saturate, and the mean
+colour of a part is what "make the table dark blue" pins down. A small head reads the instruction and
+predicts, per part, the mean CIE Lab colour of the renderings those words were said of (trained by
+MSE on the pair generator's targets). Each edited part's Lab mean is moved onto it, its texture kept:
 
-It is part of decoding (`EditPipeline.decode(..., text_embeds=...)`), so `sim2real edit`, D3PO's
-rewards and the specialists see composited frames; the diffusion chain and its log-probs are
-unchanged. Without a matte (`matte_channels=[]`), decoding is what it was.
+    lab += Σ_k α_k · (c_k − mean_{α_k}(lab))
+
+The pipeline calibrates only when there is no visual prompt: with reference frames, their look — not
+the words — says what the colour should be.
+
+The network is diffusers' `UNet2DModel` (no attention), with the instruction — the token-mean of the
+editor's text encoder hidden states, projected — added to its time embedding
+(`class_embed_type="identity"`); the timestep is always 0. The matte never sees the target or the
+masks at inference: only what the editor sees.
 """
 
 from __future__ import annotations
@@ -31,9 +37,12 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+PARTS = ("table", "t")  # matte channels / colour-head rows; pair labels 0 and 1
+LAB_SCALE = 100.0  # the colour head predicts Lab / 100
+
 
 class EditMatte(ModelMixin, ConfigMixin):
-    """Edit-region logits (B, 1, H, W) from input images (B, 3, H, W) in [-1, 1] and text (B, L, D)."""
+    """Per-part edit logits (B, 2, H, W) from input images (B, 3, H, W) in [-1, 1] and text (B, L, D)."""
 
     @register_to_config
     def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 32), text_dim: int = 64, groups: int = 0):
@@ -42,7 +51,7 @@ class EditMatte(ModelMixin, ConfigMixin):
         groups = groups or min(8, min(channels) // 2)  # group norm: at least 2 channels per group
         self.net = UNet2DModel(
             in_channels=3,
-            out_channels=1,
+            out_channels=len(PARTS),
             block_out_channels=channels,
             layers_per_block=1,
             down_block_types=("DownBlock2D",) * len(channels),
@@ -51,16 +60,70 @@ class EditMatte(ModelMixin, ConfigMixin):
             class_embed_type="identity",
         )
         self.text_proj = nn.Linear(text_dim, 4 * channels[0])  # to the time-embedding width
+        self.colour_head = nn.Sequential(
+            nn.Linear(text_dim, 128),
+            nn.SiLU(),
+            nn.Linear(128, 128),
+            nn.SiLU(),
+            nn.Linear(128, 3 * len(PARTS)),
+        )
+
+    @staticmethod
+    def _pool(text_embeds: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return text_embeds.to(dtype).mean(dim=1)  # (B, D), padding tokens included
 
     def forward(self, image: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         b = image.shape[0]
         if text_embeds.shape[0] != b:
             raise ValueError(f"one instruction per image: got {text_embeds.shape[0]} for {b} images")
-        pooled = self.text_proj(text_embeds.to(image.dtype).mean(dim=1))  # (B, 4·C0)
+        pooled = self.text_proj(self._pool(text_embeds, image.dtype))  # (B, 4·C0)
         t = torch.zeros(b, device=image.device, dtype=torch.long)
-        return self.net(image, t, class_labels=pooled, return_dict=False)[0]  # (B, 1, H, W)
+        return self.net(image, t, class_labels=pooled, return_dict=False)[0]  # (B, 2, H, W)
 
-    def composite(self, edited: torch.Tensor, image: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-        """I_in + α · (edited − I_in), all (B, 3, H, W) in [-1, 1]."""
-        alpha = torch.sigmoid(self(image, text_embeds).float()).to(edited.dtype)
-        return image + alpha * (edited - image)
+    def colours(self, text_embeds: torch.Tensor) -> torch.Tensor:
+        """The mean Lab colour (L in 0–100) the words name for each part → (B, 2, 3)."""
+        pooled = self._pool(text_embeds, self.colour_head[0].weight.dtype)
+        return self.colour_head(pooled).view(-1, len(PARTS), 3) * LAB_SCALE
+
+    def composite(
+        self, edited: torch.Tensor, image: torch.Tensor, text_embeds: torch.Tensor, calibrate: bool = False
+    ) -> torch.Tensor:
+        """I_in + α · (edited − I_in), then (calibrate) each part's mean colour onto the head's; all
+        (B, 3, H, W) in [-1, 1]."""
+        parts = torch.sigmoid(self(image, text_embeds).float())  # (B, 2, H, W)
+        alpha = parts.sum(dim=1, keepdim=True).clamp(max=1.0)
+        out = image.float() + alpha * (edited.float() - image.float())
+        if calibrate:
+            lab = rgb_to_lab((out + 1) / 2)  # (B, 3, H, W)
+            target = self.colours(text_embeds).float()  # (B, 2, 3)
+            for k in range(len(PARTS)):
+                w = parts[:, k : k + 1]  # (B, 1, H, W)
+                mean = (lab * w).sum((2, 3)) / w.sum((2, 3)).clamp(min=1e-6)  # (B, 3)
+                lab = lab + w * (target[:, k] - mean)[:, :, None, None]
+            out = lab_to_rgb(lab) * 2 - 1
+        return out.clamp(-1, 1).to(edited.dtype)
+
+
+# ------------------------------------------------------------------------------ sRGB <-> CIE Lab (D65)
+_M = torch.tensor(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)
+_WHITE = torch.tensor([0.950456, 1.0, 1.088754])  # OpenCV's D65 white: Lab matches cv2.COLOR_RGB2LAB
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] (B, 3, H, W) → Lab (L 0–100, a/b about ±128), as OpenCV's float conversion."""
+    rgb = rgb.clamp(0, 1)
+    lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = torch.einsum("ij,bjhw->bihw", _M.to(rgb), lin) / _WHITE.to(rgb)[None, :, None, None]
+    f = torch.where(xyz > 0.008856, xyz.clamp(min=1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
+    return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], dim=1)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Lab (B, 3, H, W) → sRGB in [0, 1] (out-of-gamut colours clipped)."""
+    fy = (lab[:, 0] + 16) / 116
+    f = torch.stack([fy + lab[:, 1] / 500, fy, fy - lab[:, 2] / 200], dim=1)
+    xyz = torch.where(f > 0.206893, f**3, (f - 16 / 116) / 7.787) * _WHITE.to(lab)[None, :, None, None]
+    lin = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_M).to(lab), xyz).clamp(0, 1)
+    return torch.where(lin > 0.0031308, 1.055 * lin.clamp(min=1e-12) ** (1 / 2.4) - 0.055, 12.92 * lin)

@@ -279,18 +279,24 @@ class EditPipeline:
         return x0 / self.codec.scaling_factor
 
     def decode(
-        self, x0: torch.Tensor, image_latents: torch.Tensor, text_embeds: torch.Tensor | None = None
+        self,
+        x0: torch.Tensor,
+        image_latents: torch.Tensor,
+        text_embeds: torch.Tensor | None = None,
+        calibrate_colour: bool = False,
     ) -> torch.Tensor:
         """Edited images (B, 3, H, W) in [-1, 1] from a clean diffused variable.
 
         With an edit matte and the instruction's hidden states `text_embeds` (B, L, D), the decoded
-        edit is composited over the input frame where the matte says the instruction applies.
+        edit is composited over the input frame where the matte says the instruction applies, and
+        with `calibrate_colour` each edited part's mean colour is set to the one its words name
+        (matte.py; the pipeline does so when there is no visual prompt).
         """
         images = self.codec.decode(self.from_diffusion_space(x0, image_latents)).clamp(-1, 1)
         if self.matte is None or text_embeds is None:
             return images
         inputs = self.codec.decode(image_latents).clamp(-1, 1)
-        return self.matte.composite(images, inputs.to(images.dtype), text_embeds)
+        return self.matte.composite(images, inputs.to(images.dtype), text_embeds, calibrate_colour)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -309,11 +315,14 @@ class EditPipeline:
         progress: bool = True,
         output_type: Literal["np", "pt"] = "np",
         latents: torch.Tensor | None = None,
+        calibrate_colour: bool | None = None,
     ) -> EditPipelineOutput:
         """Edit `image` by `prompt`, with the visual prompt `style_images` (K refs) if given.
 
         eta: DDIM stochasticity; 1.0 for D3PO trajectories (log-probs are 0 for η = 0 steps).
         latents: optional initial noise (B, C, h, w) instead of drawing it from `generator`.
+        calibrate_colour: with an edit matte, set each edited part's mean colour to the one the
+            words name (default: only without a visual prompt; matte.py).
         """
         if output_type not in ("np", "pt"):
             raise ValueError(f"output_type must be 'np' or 'pt'; got {output_type!r}")
@@ -355,7 +364,8 @@ class EditPipeline:
             log_probs.append(log_prob)
 
         # 4. decode
-        images = self.decode(latents, cond.image_latents, cond.text_embeds)  # (B, 3, H, W)
+        calibrate = style_images is None if calibrate_colour is None else calibrate_colour
+        images = self.decode(latents, cond.image_latents, cond.text_embeds, calibrate)  # (B, 3, H, W)
         result = EditPipelineOutput(images=to_uint8(images) if output_type == "np" else images)
         if return_trajectory:
             result.latents = torch.stack(trajectory, dim=1)  # (B, S+1, C, h, w)

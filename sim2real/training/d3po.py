@@ -556,7 +556,11 @@ class SpecialistTrainer:
             latents, lp = step_log_prob(pipe.scheduler, out, t, latents, eta=cfg.eta, generator=gen)
             traj.append(latents)
             logps.append(lp)
-        edits = to_uint8(pipe.decode(latents, cond.image_latents, cond.text_embeds))  # (B·k, H, W, 3)
+        # what the pipeline would return: composited by the matte, colour-calibrated without refs
+        calibrate = cond.style_latents is None
+        edits = to_uint8(
+            pipe.decode(latents, cond.image_latents, cond.text_embeds, calibrate)
+        )  # (B·k, H, W, 3)
         return Rollout(
             cond=cond,
             latents=torch.stack(traj, dim=1),

@@ -4,8 +4,10 @@
     sim2real pretrain-matte --out runs/matte init=DIR steps=200       # another editor, a smoke run
 
 The matte learns which pixels an instruction is about — the table, the T-shaped block, or both — from
-the input frame and the instruction, with per-pixel binary cross-entropy against the exact edit region
-the pair generator knows (`EditPair.edit_mask`). Everything else in the editor is frozen and unchanged;
+the input frame and the instruction, with per-pixel binary cross-entropy against the exact edit regions
+the pair generator knows (one channel per part); its colour head learns the mean Lab colour the words
+name for each edited part (MSE against the target rendering's, in Lab / 100, weighted by
+`colour_weight`). Everything else in the editor is frozen and unchanged;
 the text encoder is only read. `DIR/model/` is the whole editor with the matte, `TRAINING.json` gains a
 history entry. Resumable: rerunning the same command continues from `DIR/checkpoint.pt`.
 """
@@ -28,10 +30,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sim2real.config import to_dict
 from sim2real.data.pairs import EditPairGenerator
+from sim2real.editing.matte import LAB_SCALE, PARTS
 from sim2real.editing.model import make_matte
 from sim2real.editing.pipeline import EditPipeline
 from sim2real.errors import Sim2RealError
 from sim2real.training.base_editor import _dihedral, _to_tensor, load_base_editor, save_grid
+from sim2real.training.editor_metrics import to_lab
 from sim2real.utils import MetricsLogger, atomic_path, tqdm, write_json
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,7 @@ class PretrainMatteConfig:
     steps (*), batch_size (*), lr, weight_decay, warmup_steps, max_grad_norm: optimisation.
     kind_probs, sim_input_prob: the pair generator's edit kinds and how often the input is `sim`.
     tail_prob: how often an instruction gets a tail of extra words (`TAILS`).
+    colour_weight: weight of the colour head's loss next to the matte's.
     views_per_pair: training examples per rendered pair (different 90° rotations / flips).
     num_workers (*), torch_threads: DataLoader workers rendering pairs; CPU threads for torch.
     log_every, eval_every, checkpoint_every: in optimisation steps; eval_pairs: held-out pairs
@@ -75,6 +80,7 @@ class PretrainMatteConfig:
     kind_probs: list[float] = field(default_factory=lambda: [0.45, 0.4, 0.15])
     sim_input_prob: float = 0.3
     tail_prob: float = 0.15
+    colour_weight: float = 1.0
     views_per_pair: int = 2
     num_workers: int = 1
     torch_threads: int = 0
@@ -118,30 +124,57 @@ class MatteStream(IterableDataset):
             text = p.instruction
             if rng.uniform() < self.cfg.tail_prob:
                 text += TAILS[int(rng.integers(len(TAILS)))]
+            parts = part_masks(p.labels, p.edit_mask)  # (2, H, W)
+            lab = to_lab(p.target[None])[0]
+            colours = np.stack([lab[m].mean(0) if m.any() else np.zeros(3) for m in parts])
             for view in rng.permutation(8)[: self.cfg.views_per_pair]:
                 yield {
                     "input": _to_tensor(_dihedral(p.input, view)),
-                    "mask": torch.from_numpy(_dihedral(p.edit_mask, view).astype(np.float32)),
+                    "parts": torch.from_numpy(
+                        np.stack([_dihedral(m, view) for m in parts]).astype(np.float32)
+                    ),
+                    "colours": torch.from_numpy((colours / LAB_SCALE).astype(np.float32)),
+                    "edited": torch.from_numpy(parts.any(axis=(1, 2))),
                     "instruction": text,
                 }
 
 
-def matte_loss(pipe: EditPipeline, batch: dict) -> torch.Tensor:
-    """Per-pixel binary cross-entropy of the matte's logits against the exact edit region."""
+def part_masks(labels: np.ndarray, edit_mask: np.ndarray) -> np.ndarray:
+    """The edited pixels of each part (table, T) → bool (2, H, W)."""
+    return np.stack([edit_mask & (labels == k) for k in range(len(PARTS))])
+
+
+def matte_loss(pipe: EditPipeline, batch: dict, colour_weight: float = 1.0) -> torch.Tensor:
+    """Per-pixel binary cross-entropy of the matte's per-part logits against the exact edit regions,
+    plus `colour_weight` × the colour head's MSE (Lab / 100) on the edited parts."""
+    dev = pipe.device
     with torch.no_grad():
         text = pipe.encode_prompt(list(batch["instruction"]))
-    logits = pipe.matte(batch["input"].to(pipe.device), text)[:, 0]
-    return F.binary_cross_entropy_with_logits(logits.float(), batch["mask"].to(pipe.device))
+    logits = pipe.matte(batch["input"].to(dev), text)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), batch["parts"].to(dev))
+    edited = batch["edited"].to(dev).float()  # (B, 2)
+    err = ((pipe.matte.colours(text) / LAB_SCALE - batch["colours"].to(dev)) ** 2).mean(-1)  # (B, 2)
+    return loss + colour_weight * (err * edited).sum() / edited.sum().clamp(min=1)
 
 
 @torch.no_grad()
 def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = None) -> dict:
-    """IoU and pixel accuracy of α > 0.5 against the edit region on held-out pairs (seed 10 000)."""
+    """IoU and pixel accuracy of α > 0.5 against the edit region, and the colour head's ΔE to the
+    target's part colours, on held-out pairs (seed 10 000)."""
     pairs = EditPairGenerator(seed=10_000, size=size).batch(n)
     x = torch.stack([_to_tensor(im) for im in pairs["input"]]).to(pipe.device)
+    text = pipe.encode_prompt(list(pairs["instruction"]))
     pipe.matte.eval()
-    alpha = torch.sigmoid(pipe.matte(x, pipe.encode_prompt(list(pairs["instruction"]))))[:, 0].cpu().numpy()
+    alpha = torch.sigmoid(pipe.matte(x, text)).sum(1).clamp(max=1).cpu().numpy()
+    colours = pipe.matte.colours(text).cpu().numpy()  # (n, 2, 3)
     pipe.matte.train()
+    lab = to_lab(pairs["target"])
+    errors = [
+        np.linalg.norm(lab[i][m].mean(0) - colours[i, k])
+        for i in range(n)
+        for k, m in enumerate(part_masks(pairs["labels"][i], pairs["edit_mask"][i]))
+        if m.any()
+    ]
     pred, true = alpha > 0.5, pairs["edit_mask"]
     iou = (pred & true).sum((1, 2)) / np.maximum((pred | true).sum((1, 2)), 1)
     kept = ((~pred) & (~true)).sum((1, 2)) / np.maximum((~true).sum((1, 2)), 1)  # outside left alone
@@ -152,6 +185,7 @@ def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = Non
         "eval_iou": float(iou.mean()),
         "eval_outside_kept": float(kept.mean()),
         "eval_pixel_acc": float((pred == true).mean()),
+        "eval_colour_delta_e": float(np.median(errors)),
     }
 
 
@@ -205,7 +239,8 @@ def _export(
             "machine": f"{platform.platform()}, torch {torch.__version__}, "
             + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"),
             "what": "edit matte: a UNet2DModel that reads the input frame and the instruction and says "
-            "where the edit applies, trained by per-pixel BCE against the exact edit regions; "
+            "where the edit applies (per part), trained by per-pixel BCE against the exact edit "
+            "regions, and a colour head (the mean Lab colour the words name per part, MSE); "
             "everything else frozen",
             "config": to_dict(cfg),
             "last_eval": last,
@@ -249,7 +284,7 @@ def run_pretrain_matte(cfg: PretrainMatteConfig) -> Path:
         try:
             for batch in loader:
                 tick = time.time()
-                loss = matte_loss(pipe, batch)
+                loss = matte_loss(pipe, batch, cfg.colour_weight)
                 if not torch.isfinite(loss):
                     raise Sim2RealError(f"step {step}: non-finite matte loss {loss.item()}; lower lr")
                 loss.backward()
