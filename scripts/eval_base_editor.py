@@ -4,6 +4,7 @@ untrained model as floors; write a CSV and an image grid.
     python scripts/eval_base_editor.py --out runs/eval_base_editor --pairs 64
     python scripts/eval_base_editor.py --pairs 48 --sweep --compare OTHER_EDITOR_DIR
     python scripts/eval_base_editor.py --pairs 48 --setting 10 1.5 1.5   # one fixed setting
+    python scripts/eval_base_editor.py --pairs 48 --sweep --ablate       # + without matte / calibration
 
 Held-out pairs come from a seed range the training streams never use (states and appearance draws
 never seen in training). With `--sweep`, sampler settings are compared on a separate validation draw
@@ -49,7 +50,7 @@ def summarise(name: str, pairs: dict, outputs: np.ndarray, seconds: float, **ext
 
 
 def run_editor(
-    pipe, pairs: dict, steps: int, text: float, image: float, seed: int = 0
+    pipe, pairs: dict, steps: int, text: float, image: float, seed: int = 0, **kwargs
 ) -> tuple[np.ndarray, float]:
     t0 = time.time()
     out = pipe(
@@ -60,6 +61,7 @@ def run_editor(
         image_guidance_scale=image,
         generator=torch.Generator().manual_seed(seed),
         progress=False,
+        **kwargs,
     ).images
     return out, time.time() - t0
 
@@ -71,6 +73,11 @@ def main() -> None:
     ap.add_argument("--base", default=None, help="editor folder (default: the shipped base editor)")
     ap.add_argument("--compare", default=None, help="another editor folder, measured at the chosen setting")
     ap.add_argument("--sweep", action="store_true", help="pick sampler settings on validation pairs first")
+    ap.add_argument(
+        "--ablate",
+        action="store_true",
+        help="also measure the editor without colour calibration and without its edit matte",
+    )
     ap.add_argument(
         "--setting",
         nargs=3,
@@ -122,13 +129,22 @@ def main() -> None:
         summarise("base", pairs, images, dt, split="test", steps=steps, text_cfg=text, image_cfg=image)
     )
     columns = [pairs["input"][:12], images[:12]]
+    if args.ablate and base.matte is not None:
+        extra = dict(split="test", steps=steps, text_cfg=text, image_cfg=image)
+        plain, dt = run_editor(base, pairs, steps, text, image, calibrate_colour=False)
+        rows.append(summarise("base, matte, no colour calibration", pairs, plain, dt, **extra))
+        matte, base.matte = base.matte, None
+        bare, dt = run_editor(base, pairs, steps, text, image)
+        base.matte = matte
+        rows.append(summarise("base, no matte", pairs, bare, dt, **extra))
+        columns += [plain[:12], bare[:12]]
     if args.compare:
         other, dt = run_editor(load_base_editor(args.compare), pairs, steps, text, image)
         rows.append(
             summarise("compare", pairs, other, dt, split="test", steps=steps, text_cfg=text, image_cfg=image)
         )
         columns.append(other[:12])
-    # columns: input | base | (compare) | target
+    # columns: input | base | (no calibration | no matte) | (compare) | target
     save_grid(out / "grid.png", *columns, pairs["target"][:12])
     keys = sorted(
         {k for r in rows for k in r}, key=lambda k: list(rows[-1]).index(k) if k in rows[-1] else 99
@@ -140,7 +156,7 @@ def main() -> None:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
     for r in rows:
         print(
-            f"{r['editor']:>9} {r['split']:>10} {r.get('steps', '-')!s:>3} {r.get('text_cfg', '-')!s:>4} {r.get('image_cfg', '-')!s:>4}"
+            f"{r['editor']:>36} {r['split']:>10} {r.get('steps', '-')!s:>3} {r.get('text_cfg', '-')!s:>4} {r.get('image_cfg', '-')!s:>4}"
             f"  success {r['success']:.3f}  boundary F1 {r['boundary_f1']:.3f}"
             f"  PSNR out {r['psnr_outside_median']:.1f} dB  Lab ratio {r['lab_ratio_median']:.2f}"
         )
