@@ -227,7 +227,7 @@ def _export(
     pipe.matte.train()
     src = Path(cfg.init) if cfg.init else Path(__file__).resolve().parents[1] / "assets" / "base_editor"
     info = json.loads((src / "TRAINING.json").read_text()) if (src / "TRAINING.json").exists() else {}
-    history = [h for h in info.get("history", []) if h.get("what", "").split(":")[0] != "edit matte"]
+    history = list(info.get("history", []))  # the init editor's record; this run is appended
     command = " ".join(["sim2real", "pretrain-matte", *sys.argv[2:]]) if sys.argv else ""
     history.append(
         {
