@@ -134,8 +134,10 @@ def main() -> None:
         plain, dt = run_editor(base, pairs, steps, text, image, calibrate_colour=False)
         rows.append(summarise("base, matte, no colour calibration", pairs, plain, dt, **extra))
         matte, base.matte = base.matte, None
-        bare, dt = run_editor(base, pairs, steps, text, image)
-        base.matte = matte
+        try:
+            bare, dt = run_editor(base, pairs, steps, text, image)
+        finally:
+            base.matte = matte
         rows.append(summarise("base, no matte", pairs, bare, dt, **extra))
         columns += [plain[:12], bare[:12]]
     if args.compare:

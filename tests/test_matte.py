@@ -164,9 +164,12 @@ def test_matte_training_lowers_the_loss_exports_and_resumes(tmp_path):
     assert max(steps) == 3 and steps.count(3) >= 1 and steps.count(1) == 1
 
 
-def test_matte_training_needs_a_tiny_editor(tmp_path):
+def test_matte_training_on_a_missing_or_contradicting_editor_is_a_clear_error(tmp_path):
     with pytest.raises(Sim2RealError, match="no base editor"):
         run_pretrain_matte(PretrainMatteConfig(out=str(tmp_path / "run"), init=str(tmp_path / "nope")))
+    init = build_editor(EditorConfig(**SMALL, matte_channels=[8, 8])).save_pretrained(tmp_path / "ed")
+    with pytest.raises(Sim2RealError, match=r"already has a matte of widths \[8, 8\]"):
+        run_pretrain_matte(PretrainMatteConfig(out=str(tmp_path / "run2"), init=str(init), channels=[8, 16]))
 
 
 def test_shipped_editor_matte_finds_the_edit_region():

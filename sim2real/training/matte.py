@@ -56,7 +56,8 @@ class PretrainMatteConfig:
     out (*): run folder (checkpoint.pt, metrics.jsonl, samples/, model/).
     init (*): the editor to add the matte to (default: the shipped base editor); an existing matte
         there is trained further.
-    channels: the matte's `UNet2DModel` level widths (used when `init` has no matte).
+    channels: the matte's `UNet2DModel` level widths for an editor without one (default
+        [8, 16, 32, 32]); with an `init` that has a matte, it must match that one's (or stay unset).
     steps (*), batch_size (*), lr, weight_decay, warmup_steps, max_grad_norm: optimisation.
     kind_probs, sim_input_prob: the pair generator's edit kinds and how often the input is `sim`.
     tail_prob: how often an instruction gets a tail of extra words (`TAILS`).
@@ -70,7 +71,7 @@ class PretrainMatteConfig:
 
     out: str = ""
     init: str | None = None
-    channels: list[int] = field(default_factory=lambda: [8, 16, 32, 32])
+    channels: list[int] | None = None
     steps: int = 2000
     batch_size: int = 32
     lr: float = 2e-3
@@ -194,8 +195,13 @@ def _setup(cfg: PretrainMatteConfig) -> EditPipeline:
     if pipe.config.preset != "tiny":
         raise Sim2RealError(f"the edit matte is for the tiny editor; {cfg.init} is {pipe.config.preset}")
     if pipe.matte is None:
-        pipe.config.matte_channels = list(cfg.channels)
+        pipe.config.matte_channels = list(cfg.channels or [8, 16, 32, 32])
         pipe.matte = make_matte(pipe.config)
+    elif cfg.channels and list(cfg.channels) != list(pipe.config.matte_channels):
+        raise Sim2RealError(
+            f"the editor already has a matte of widths {list(pipe.config.matte_channels)}; got "
+            f"channels={list(cfg.channels)} (leave channels unset to train that matte further)"
+        )
     for m in pipe.modules.values():
         m.requires_grad_(False)
         m.eval()
