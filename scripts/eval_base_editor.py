@@ -11,7 +11,8 @@ never seen in training). With `--sweep`, sampler settings are compared on a sepa
 (seed 20 000) and only the chosen setting is measured on the held-out test pairs (seed 10 000), so the
 reported numbers are not picked on the pairs they are measured on. Metrics (sim2real.training.editor_metrics): edit success (edit-region mean Lab
 distance to the target ≤ 50% of the input's AND PSNR outside the edit ≥ 25 dB), boundary edge F1
-(2-px tolerance, band around object boundaries), PSNR outside the edited region.
+(2-px tolerance, band around object boundaries), PSNR outside the edited region against the target
+rendering (`success_vs_input` / `outside_ok_vs_input`: the earlier reference, the input).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def summarise(name: str, pairs: dict, outputs: np.ndarray, seconds: float, **ext
         "boundary_f1": m.boundary_f1.mean(),
         "psnr_outside_median": np.median(np.minimum(m.psnr_outside, 99.0)),
         "lab_ratio_median": np.median(m.lab_ratio),
+        "success_vs_input": m.success_vs_input.mean(),  # the earlier outside reference (editor_metrics)
+        "outside_ok_vs_input": (m.psnr_outside_vs_input >= 25.0).mean(),
         "s_per_image": seconds / len(outputs),
     }
     for k in ("background", "foreground", "both"):

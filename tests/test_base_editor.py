@@ -19,10 +19,12 @@ from sim2real.training.base_editor import (
     PairStream,
     PretrainEditorConfig,
     _protect_mask,
+    eval_pairs,
     load_base_editor,
     setup,
     train_step,
 )
+from sim2real.training.editor_metrics import pair_metrics
 
 
 def test_pairs_are_deterministic_and_masked():
@@ -262,3 +264,19 @@ def test_a_refiner_width_that_contradicts_the_init_editor_is_a_clear_error(tmp_p
     cfg.editor.refiner_channels = 16  # the init editor's refiner is 8 wide
     with pytest.raises(Sim2RealError, match="already has a refiner of 8 channels"):
         setup(cfg)
+
+
+def test_edit_metrics_pass_the_exact_target_and_fail_identity_and_noise():
+    """The metric's sanity: the exact target rendering is a success on every held-out pair (also
+    where the agent disk's anti-aliased rim mixes in the new table), the identity never moves the
+    colour, and grey noise inside the edit region keeps the outside but misses the colour."""
+    pairs = eval_pairs(80)  # pairs 60, 77 and 78 are such table+T edits
+    inp, tgt, mask, labels = pairs["input"], pairs["target"], pairs["edit_mask"], pairs["labels"]
+    exact = pair_metrics(inp, tgt, tgt, mask, labels)
+    assert exact.success.all()
+    assert (exact.psnr_outside_vs_input < 25).any()  # why the reference is the target
+    same = pair_metrics(inp, inp.copy(), tgt, mask, labels)
+    assert not (same.lab_ratio <= 0.5).any() and (same.boundary_f1 == 1).all()
+    noise = np.where(mask[..., None], 128, inp).astype(np.uint8)
+    grey = pair_metrics(inp, noise, tgt, mask, labels)
+    assert np.median(grey.psnr_outside) > 25 and grey.success.mean() < 0.5

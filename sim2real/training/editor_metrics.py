@@ -7,7 +7,14 @@ Used by `scripts/eval_base_editor.py` and the base-editor trainer's periodic eva
   `min_psnr_outside` dB (colour alone can be met by grey noise).
 * structure kept: Canny-edge F1 between input and output counted only in a band around the object
   boundaries (texture edits legitimately change the other edges), with a pixel tolerance.
-* nothing else touched: PSNR outside the edited region.
+* nothing else touched: PSNR outside the edited region, between the output and the target rendering.
+
+Outside the edited region the target rendering equals the input except where the edited parts bleed
+over: the anti-aliased rim of the agent disk and the goal mixes in the table behind them, and the
+camera blur spreads the table's new colour a pixel or two. Measured against the *input* there, the
+exact target itself fails "PSNR outside ≥ 25 dB" on 8 of 200 held-out pairs (all table+T edits whose
+only outside pixels are the agent disk), so the reference is the target; `psnr_outside_vs_input`
+keeps the earlier definition (docs/base_editor.md reports both).
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ import numpy as np
 @dataclass
 class PairMetrics:
     lab_ratio: np.ndarray  # (B,) edit-region Lab distance to target / input's distance
-    psnr_outside: np.ndarray  # (B,) dB; inf where nothing outside the edit
+    psnr_outside: np.ndarray  # (B,) dB, output vs target outside the edit; inf where equal/nothing
     boundary_f1: np.ndarray  # (B,)
     success: np.ndarray  # (B,) bool
+    psnr_outside_vs_input: np.ndarray  # (B,) dB, output vs input outside the edit (earlier definition)
+    success_vs_input: np.ndarray  # (B,) bool, success with `psnr_outside_vs_input`
 
 
 def to_lab(images: np.ndarray) -> np.ndarray:
@@ -97,7 +106,9 @@ def pair_metrics(
     d_in = mean_lab_distance(inputs, targets, edit_masks)
     d_out = mean_lab_distance(outputs, targets, edit_masks)
     ratio = d_out / np.maximum(d_in, 1e-6)
-    psnr = psnr_outside(outputs, inputs, edit_masks)
+    psnr = psnr_outside(outputs, targets, edit_masks)
+    psnr_in = psnr_outside(outputs, inputs, edit_masks)
     f1 = boundary_edge_f1(inputs, outputs, labels)
-    success = (ratio <= success_ratio) & (psnr >= min_psnr_outside)
-    return PairMetrics(ratio, psnr, f1, success)
+    colour = ratio <= success_ratio
+    success = colour & (psnr >= min_psnr_outside)
+    return PairMetrics(ratio, psnr, f1, success, psnr_in, colour & (psnr_in >= min_psnr_outside))
