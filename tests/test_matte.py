@@ -192,3 +192,73 @@ def test_shipped_editor_matte_finds_the_edit_region():
     table, t = masks["make the table dark wood"], masks["turn the t-shaped block orange"]
     assert (table == (pair.labels == 0)).mean() > 0.95
     assert (t == (pair.labels == 1)).mean() > 0.95
+
+
+def test_colour_features_are_the_inputs_part_means():
+    import cv2
+
+    from sim2real.editing.matte import colour_features
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (1, 8, 8, 3), dtype=np.uint8)
+    table = np.zeros((8, 8), bool)
+    table[:, :3] = True
+    parts = torch.from_numpy(np.stack([table, ~table]).astype(np.float32))[None]
+    image = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1
+    feats = colour_features(image, parts)[0].numpy()
+    lab = cv2.cvtColor(rgb[0].astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+    np.testing.assert_allclose(feats[:3] * 100, lab[table].mean(0), atol=0.5)
+    np.testing.assert_allclose(feats[3:6] * 100, lab[~table].mean(0), atol=0.5)
+    np.testing.assert_allclose(feats[6:], [3 / 8, 5 / 8])
+
+
+def test_colour_head_that_reads_the_input_starts_from_the_text_heads_predictions(tmp_path):
+    from sim2real.training.matte import _with_colour_inputs
+
+    matte = EditMatte((8, 8), text_dim=16)
+    image, text = torch.rand(2, 3, 16, 16) * 2 - 1, torch.randn(2, 5, 16)
+    reading = _with_colour_inputs(matte, True)
+    assert reading.config.colour_from_input
+    with torch.no_grad():
+        torch.testing.assert_close(reading.colours(text, image), matte.colours(text))
+        torch.testing.assert_close(reading(image, text), matte(image, text))  # the matte is kept
+        with pytest.raises(ValueError, match="reads the input frame"):
+            reading.colours(text)
+        torch.nn.init.normal_(reading.colour_head[0].weight)  # now the input's colour matters
+        assert not torch.allclose(reading.colours(text, image), reading.colours(text, -image))
+    reading.save_pretrained(tmp_path / "m")
+    loaded = EditMatte.from_pretrained(tmp_path / "m")
+    assert loaded.config.colour_from_input
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.colours(text, image), reading.colours(text, image))
+
+
+def test_criterion_colour_training_moves_only_the_head_and_meets_the_criterion_more(tmp_path):
+    base = build_editor(EditorConfig(**SMALL, matte_channels=[8, 8])).save_pretrained(tmp_path / "base")
+    cfg = PretrainMatteConfig(
+        out=str(tmp_path / "run"), init=str(base), steps=1, batch_size=4, num_workers=0,
+        eval_every=1, eval_pairs=2, colour_from_input=True, colour_loss="criterion", train_matte=False,
+    )  # fmt: skip
+    pipe = EditPipeline.from_pretrained(run_pretrain_matte(cfg))
+    before = EditPipeline.from_pretrained(base)
+    assert pipe.matte.config.colour_from_input
+    for name, value in before.matte.net.state_dict().items():  # the matte itself is frozen
+        torch.testing.assert_close(pipe.matte.net.state_dict()[name], value)
+    history = json.loads((tmp_path / "run" / "model" / "TRAINING.json").read_text())["history"]
+    assert "only" in history[-1]["what"] and 0 <= history[-1]["last_eval"]["eval_colour_ok"] <= 1
+
+    # a fixed batch: the smooth criterion falls as the head learns, the matte gets no gradient
+    batch = next(iter(torch.utils.data.DataLoader(MatteStream(cfg, 32), batch_size=16)))
+    pipe.matte.requires_grad_(True)
+    opt = torch.optim.AdamW(pipe.matte.colour_head.parameters(), lr=3e-2)
+    with torch.no_grad():
+        first = matte_loss(pipe, batch, cfg=cfg).item()
+    for _ in range(30):
+        matte_loss(pipe, batch, cfg=cfg).backward()
+        assert all(p.grad is None for p in pipe.matte.net.parameters())
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        assert matte_loss(pipe, batch, cfg=cfg).item() < first
+    with pytest.raises(ValueError, match="colour_loss"):
+        PretrainMatteConfig(out="x", colour_loss="l1")

@@ -20,6 +20,12 @@ MSE on the pair generator's targets). Each edited part's Lab mean is moved onto 
 
     lab += Σ_k α_k · (c_k − mean_{α_k}(lab))
 
+With `colour_from_input=True` the head also reads what the input frame already looks like where the
+matte says each part is (its α-weighted mean Lab and α's area per part): "make the table dark blue"
+said of a table that is already bluish names a different colour than said of a white one, and the
+lighting the input shows carries into the target. `sim2real pretrain-matte colour_loss=criterion`
+trains it for the edit-success criterion directly (docs/base_editor.md, stage 6).
+
 The pipeline calibrates only when there is no visual prompt: with reference frames, their look — not
 the words — says what the colour should be.
 
@@ -39,13 +45,20 @@ from torch import nn
 
 PARTS = ("table", "t")  # matte channels / colour-head rows; pair labels 0 and 1
 LAB_SCALE = 100.0  # the colour head predicts Lab / 100
+COLOUR_FEATURES = 4 * len(PARTS)  # per part: the input's α-weighted mean Lab / 100 and α's area
 
 
 class EditMatte(ModelMixin, ConfigMixin):
     """Per-part edit logits (B, 2, H, W) from input images (B, 3, H, W) in [-1, 1] and text (B, L, D)."""
 
     @register_to_config
-    def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 32), text_dim: int = 64, groups: int = 0):
+    def __init__(
+        self,
+        channels: tuple[int, ...] = (8, 16, 32, 32),
+        text_dim: int = 64,
+        groups: int = 0,
+        colour_from_input: bool = False,
+    ):
         super().__init__()
         channels = tuple(channels)
         groups = groups or min(8, min(channels) // 2)  # group norm: at least 2 channels per group
@@ -61,7 +74,7 @@ class EditMatte(ModelMixin, ConfigMixin):
         )
         self.text_proj = nn.Linear(text_dim, 4 * channels[0])  # to the time-embedding width
         self.colour_head = nn.Sequential(
-            nn.Linear(text_dim, 128),
+            nn.Linear(text_dim + (COLOUR_FEATURES if colour_from_input else 0), 128),
             nn.SiLU(),
             nn.Linear(128, 128),
             nn.SiLU(),
@@ -80,9 +93,24 @@ class EditMatte(ModelMixin, ConfigMixin):
         t = torch.zeros(b, device=image.device, dtype=torch.long)
         return self.net(image, t, class_labels=pooled, return_dict=False)[0]  # (B, 2, H, W)
 
-    def colours(self, text_embeds: torch.Tensor) -> torch.Tensor:
-        """The mean Lab colour (L in 0–100) the words name for each part → (B, 2, 3)."""
+    def colours(
+        self,
+        text_embeds: torch.Tensor,
+        image: torch.Tensor | None = None,
+        parts: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The mean Lab colour (L in 0–100) the words name for each part → (B, 2, 3).
+
+        With `colour_from_input`, the head also reads `image` (B, 3, H, W) in [-1, 1] where the
+        per-part matte `parts` (B, 2, H, W) in [0, 1] says each part is (computed if not given).
+        """
         pooled = self._pool(text_embeds, self.colour_head[0].weight.dtype)
+        if self.config.colour_from_input:
+            if image is None:
+                raise ValueError("this colour head reads the input frame: pass image=")
+            if parts is None:
+                parts = torch.sigmoid(self(image, text_embeds).float())
+            pooled = torch.cat([pooled, colour_features(image, parts).to(pooled.dtype)], dim=1)
         return self.colour_head(pooled).view(-1, len(PARTS), 3) * LAB_SCALE
 
     def composite(
@@ -95,13 +123,23 @@ class EditMatte(ModelMixin, ConfigMixin):
         out = image.float() + alpha * (edited.float() - image.float())
         if calibrate:
             lab = rgb_to_lab((out + 1) / 2)  # (B, 3, H, W)
-            target = self.colours(text_embeds).float()  # (B, 2, 3)
+            target = self.colours(text_embeds, image, parts).float()  # (B, 2, 3)
             for k in range(len(PARTS)):
                 w = parts[:, k : k + 1]  # (B, 1, H, W)
                 mean = (lab * w).sum((2, 3)) / w.sum((2, 3)).clamp(min=1e-6)  # (B, 3)
                 lab = lab + w * (target[:, k] - mean)[:, :, None, None]
             out = lab_to_rgb(lab) * 2 - 1
         return out.clamp(-1, 1).to(edited.dtype)
+
+
+def colour_features(image: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+    """What the input looks like per part: the `parts`-weighted (B, 2, H, W) mean Lab / 100 of
+    `image` (B, 3, H, W) in [-1, 1] and each part's mean α → (B, 4·2)."""
+    lab = rgb_to_lab((image.float() + 1) / 2) / LAB_SCALE  # (B, 3, H, W)
+    w = parts.float()
+    mass = w.sum((2, 3))  # (B, 2)
+    mean = torch.einsum("bkhw,bchw->bkc", w, lab) / mass.clamp(min=1e-6)[..., None]  # (B, 2, 3)
+    return torch.cat([mean.flatten(1), w.mean((2, 3))], dim=1)
 
 
 # ------------------------------------------------------------------------------ sRGB <-> CIE Lab (D65)

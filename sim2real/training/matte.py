@@ -2,12 +2,18 @@
 
     sim2real pretrain-matte --out runs/matte                          # from the shipped base editor
     sim2real pretrain-matte --out runs/matte init=DIR steps=200       # another editor, a smoke run
+    sim2real pretrain-matte --out runs/colour colour_from_input=true colour_loss=criterion train_matte=false
 
 The matte learns which pixels an instruction is about — the table, the T-shaped block, or both — from
 the input frame and the instruction, with per-pixel binary cross-entropy against the exact edit regions
 the pair generator knows (one channel per part); its colour head learns the mean Lab colour the words
 name for each edited part (MSE against the target rendering's, in Lab / 100, weighted by
-`colour_weight`). Everything else in the editor is frozen and unchanged;
+`colour_weight`). With `colour_from_input` the head also reads the input frame's colour under the
+matte (matte.py), and `colour_loss=criterion` trains it for the edit-success criterion itself: a
+smooth step of (distance of the edit region's mean Lab to the target's − half the input's distance),
+so it learns which colour meets the criterion most often given the words and the input, not their
+mean (plus `colour_mse_weight` × the MSE). `train_matte=false` trains the colour head alone (the
+matte's α is then fixed). Everything else in the editor is frozen and unchanged;
 the text encoder is only read. `DIR/model/` is the whole editor with the matte, `TRAINING.json` gains a
 history entry. Resumable: rerunning the same command continues from `DIR/checkpoint.pt`.
 """
@@ -30,7 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sim2real.config import to_dict
 from sim2real.data.pairs import EditPairGenerator
-from sim2real.editing.matte import LAB_SCALE, PARTS
+from sim2real.editing.matte import LAB_SCALE, PARTS, EditMatte
 from sim2real.editing.model import make_matte
 from sim2real.editing.pipeline import EditPipeline
 from sim2real.errors import Sim2RealError
@@ -62,6 +68,13 @@ class PretrainMatteConfig:
     kind_probs, sim_input_prob: the pair generator's edit kinds and how often the input is `sim`.
     tail_prob: how often an instruction gets a tail of extra words (`TAILS`).
     colour_weight: weight of the colour head's loss next to the matte's.
+    colour_from_input: the colour head also reads the input under the matte (default: as the init
+        editor's matte, else false). Turning it on for a text-only head keeps that head's weights and
+        adds zero-weighted inputs, so training starts from its predictions.
+    colour_loss: "mse" (the words' mean colour) or "criterion" (meet the edit-success criterion:
+        the edit region's mean Lab at most half the input's distance from the target's).
+    colour_tau: width in ΔE of the criterion's smooth step; colour_mse_weight: MSE added to it.
+    train_matte: false trains the colour head only.
     views_per_pair: training examples per rendered pair (different 90° rotations / flips).
     num_workers (*), torch_threads: DataLoader workers rendering pairs; CPU threads for torch.
     log_every, eval_every, checkpoint_every: in optimisation steps; eval_pairs: held-out pairs
@@ -82,6 +95,11 @@ class PretrainMatteConfig:
     sim_input_prob: float = 0.3
     tail_prob: float = 0.15
     colour_weight: float = 1.0
+    colour_from_input: bool | None = None
+    colour_loss: str = "mse"
+    colour_tau: float = 2.0
+    colour_mse_weight: float = 0.1
+    train_matte: bool = True
     views_per_pair: int = 2
     num_workers: int = 1
     torch_threads: int = 0
@@ -102,6 +120,10 @@ class PretrainMatteConfig:
             )
         if not 0 <= self.tail_prob <= 1:
             raise ValueError(f"tail_prob must be in [0, 1]; got {self.tail_prob=}")
+        if self.colour_loss not in ("mse", "criterion"):
+            raise ValueError(f"colour_loss must be 'mse' or 'criterion'; got {self.colour_loss!r}")
+        if self.colour_tau <= 0:
+            raise ValueError(f"colour_tau must be > 0; got {self.colour_tau=}")
 
 
 class MatteStream(IterableDataset):
@@ -126,8 +148,9 @@ class MatteStream(IterableDataset):
             if rng.uniform() < self.cfg.tail_prob:
                 text += TAILS[int(rng.integers(len(TAILS)))]
             parts = part_masks(p.labels, p.edit_mask)  # (2, H, W)
-            lab = to_lab(p.target[None])[0]
+            lab, lab_in = to_lab(np.stack([p.target, p.input]))
             colours = np.stack([lab[m].mean(0) if m.any() else np.zeros(3) for m in parts])
+            inputs = np.stack([lab_in[m].mean(0) if m.any() else np.zeros(3) for m in parts])
             for view in rng.permutation(8)[: self.cfg.views_per_pair]:
                 yield {
                     "input": _to_tensor(_dihedral(p.input, view)),
@@ -135,6 +158,8 @@ class MatteStream(IterableDataset):
                         np.stack([_dihedral(m, view) for m in parts]).astype(np.float32)
                     ),
                     "colours": torch.from_numpy((colours / LAB_SCALE).astype(np.float32)),
+                    "input_colours": torch.from_numpy((inputs / LAB_SCALE).astype(np.float32)),
+                    "counts": torch.from_numpy(parts.sum(axis=(1, 2)).astype(np.float32)),
                     "edited": torch.from_numpy(parts.any(axis=(1, 2))),
                     "instruction": text,
                 }
@@ -145,17 +170,35 @@ def part_masks(labels: np.ndarray, edit_mask: np.ndarray) -> np.ndarray:
     return np.stack([edit_mask & (labels == k) for k in range(len(PARTS))])
 
 
-def matte_loss(pipe: EditPipeline, batch: dict, colour_weight: float = 1.0) -> torch.Tensor:
+def matte_loss(
+    pipe: EditPipeline, batch: dict, colour_weight: float = 1.0, cfg: PretrainMatteConfig | None = None
+) -> torch.Tensor:
     """Per-pixel binary cross-entropy of the matte's per-part logits against the exact edit regions,
-    plus `colour_weight` × the colour head's MSE (Lab / 100) on the edited parts."""
+    plus `colour_weight` × the colour head's loss on the edited parts: MSE (Lab / 100), or with
+    `cfg.colour_loss == "criterion"` the smooth edit-success criterion (+ `cfg.colour_mse_weight` × MSE).
+    Without `cfg.train_matte` the matte term is left out (only the colour head learns)."""
     dev = pipe.device
+    train_matte = cfg is None or cfg.train_matte
     with torch.no_grad():
         text = pipe.encode_prompt(list(batch["instruction"]))
-    logits = pipe.matte(batch["input"].to(dev), text)
-    loss = F.binary_cross_entropy_with_logits(logits.float(), batch["parts"].to(dev))
+    image = batch["input"].to(dev)
+    with torch.set_grad_enabled(train_matte and torch.is_grad_enabled()):
+        logits = pipe.matte(image, text)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), batch["parts"].to(dev)) if train_matte else 0.0
     edited = batch["edited"].to(dev).float()  # (B, 2)
-    err = ((pipe.matte.colours(text) / LAB_SCALE - batch["colours"].to(dev)) ** 2).mean(-1)  # (B, 2)
-    return loss + colour_weight * (err * edited).sum() / edited.sum().clamp(min=1)
+    pred = pipe.matte.colours(text, image, torch.sigmoid(logits.detach().float())) / LAB_SCALE  # (B, 2, 3)
+    target = batch["colours"].to(dev)
+    err = ((pred - target) ** 2).mean(-1)  # (B, 2)
+    colour = (err * edited).sum() / edited.sum().clamp(min=1)
+    if cfg is not None and cfg.colour_loss == "criterion":
+        w = batch["counts"].to(dev) * edited
+        w = (w / w.sum(1, keepdim=True).clamp(min=1))[..., None]  # (B, 2, 1): the parts' share of the region
+        region = lambda c: (c * w).sum(1) * LAB_SCALE  # noqa: E731  the edit region's mean Lab
+        d_out = (region(pred) - region(target)).norm(dim=1)
+        d_in = (region(batch["input_colours"].to(dev)) - region(target)).norm(dim=1)
+        miss = torch.sigmoid((d_out - 0.5 * d_in) / cfg.colour_tau)  # ≈ 1 where the criterion fails
+        colour = miss[edited.any(1)].mean() + cfg.colour_mse_weight * colour
+    return loss + colour_weight * colour
 
 
 @torch.no_grad()
@@ -166,16 +209,20 @@ def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = Non
     x = torch.stack([_to_tensor(im) for im in pairs["input"]]).to(pipe.device)
     text = pipe.encode_prompt(list(pairs["instruction"]))
     pipe.matte.eval()
-    alpha = torch.sigmoid(pipe.matte(x, text)).sum(1).clamp(max=1).cpu().numpy()
-    colours = pipe.matte.colours(text).cpu().numpy()  # (n, 2, 3)
+    parts = torch.sigmoid(pipe.matte(x, text))
+    alpha = parts.sum(1).clamp(max=1).cpu().numpy()
+    colours = pipe.matte.colours(text, x, parts).cpu().numpy()  # (n, 2, 3)
     pipe.matte.train()
-    lab = to_lab(pairs["target"])
-    errors = [
-        np.linalg.norm(lab[i][m].mean(0) - colours[i, k])
-        for i in range(n)
-        for k, m in enumerate(part_masks(pairs["labels"][i], pairs["edit_mask"][i]))
-        if m.any()
-    ]
+    lab, lab_in = to_lab(pairs["target"]), to_lab(pairs["input"])
+    errors, colour_ok = [], []
+    for i in range(n):
+        masks = part_masks(pairs["labels"][i], pairs["edit_mask"][i])
+        errors += [np.linalg.norm(lab[i][m].mean(0) - colours[i, k]) for k, m in enumerate(masks) if m.any()]
+        # the criterion if calibration hit the head's colours exactly: region mean = parts by area
+        share = masks.sum((1, 2)) / max(masks.sum(), 1)
+        region, edit = (share[:, None] * colours[i]).sum(0), pairs["edit_mask"][i]
+        tgt, inp = lab[i][edit].mean(0), lab_in[i][edit].mean(0)
+        colour_ok.append(np.linalg.norm(region - tgt) <= 0.5 * np.linalg.norm(inp - tgt))
     pred, true = alpha > 0.5, pairs["edit_mask"]
     iou = (pred & true).sum((1, 2)) / np.maximum((pred | true).sum((1, 2)), 1)
     kept = ((~pred) & (~true)).sum((1, 2)) / np.maximum((~true).sum((1, 2)), 1)  # outside left alone
@@ -187,6 +234,7 @@ def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = Non
         "eval_outside_kept": float(kept.mean()),
         "eval_pixel_acc": float((pred == true).mean()),
         "eval_colour_delta_e": float(np.median(errors)),
+        "eval_colour_ok": float(np.mean(colour_ok)),
     }
 
 
@@ -202,12 +250,31 @@ def _setup(cfg: PretrainMatteConfig) -> EditPipeline:
             f"the editor already has a matte of widths {list(pipe.config.matte_channels)}; got "
             f"channels={list(cfg.channels)} (leave channels unset to train that matte further)"
         )
+    want = pipe.matte.config.colour_from_input if cfg.colour_from_input is None else cfg.colour_from_input
+    if want != pipe.matte.config.colour_from_input:
+        pipe.matte = _with_colour_inputs(pipe.matte, want)
     for m in pipe.modules.values():
         m.requires_grad_(False)
         m.eval()
-    pipe.matte.requires_grad_(True)
+    trained = pipe.matte if cfg.train_matte else pipe.matte.colour_head
+    trained.requires_grad_(True)
     pipe.matte.train()
     return pipe
+
+
+def _with_colour_inputs(matte: EditMatte, on: bool) -> EditMatte:
+    """The same matte with a colour head that does (or no longer does) read the input frame: the
+    text weights are kept and the input features' weights start at zero (same predictions at first)."""
+    cfg = dict(matte.config)
+    new = EditMatte(tuple(cfg["channels"]), cfg["text_dim"], cfg["groups"], colour_from_input=on)
+    state = matte.state_dict()
+    first = "colour_head.0.weight"
+    w = torch.zeros_like(new.state_dict()[first])
+    n = min(w.shape[1], state[first].shape[1])
+    w[:, :n] = state[first][:, :n]
+    state[first] = w
+    new.load_state_dict(state)
+    return new
 
 
 def _save_checkpoint(path: Path, pipe: EditPipeline, opt, sched, step: int, seconds: float) -> None:
@@ -244,10 +311,7 @@ def _export(
             "samples": step * cfg.batch_size,
             "machine": f"{platform.platform()}, torch {torch.__version__}, "
             + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"),
-            "what": "edit matte: a UNet2DModel that reads the input frame and the instruction and says "
-            "where the edit applies (per part), trained by per-pixel BCE against the exact edit "
-            "regions, and a colour head (the mean Lab colour the words name per part, MSE); "
-            "everything else frozen",
+            "what": _what(cfg, pipe),
             "config": to_dict(cfg),
             "last_eval": last,
         }
@@ -255,6 +319,23 @@ def _export(
     info["history"] = history
     write_json(folder / "TRAINING.json", info)
     return folder
+
+
+def _what(cfg: PretrainMatteConfig, pipe: EditPipeline) -> str:
+    reads = (
+        "the instruction and the input's colour under the matte"
+        if pipe.matte.config.colour_from_input
+        else "the instruction"
+    )
+    loss = "the smooth edit-success criterion (+ MSE)" if cfg.colour_loss == "criterion" else "MSE"
+    head = f"a colour head (the mean Lab colour per edited part, from {reads}; {loss})"
+    if not cfg.train_matte:
+        return f"{head} only; the matte and everything else frozen"
+    return (
+        "edit matte: a UNet2DModel that reads the input frame and the instruction and says where the "
+        f"edit applies (per part), trained by per-pixel BCE against the exact edit regions, and {head}; "
+        "everything else frozen"
+    )
 
 
 def run_pretrain_matte(cfg: PretrainMatteConfig) -> Path:
@@ -265,7 +346,8 @@ def run_pretrain_matte(cfg: PretrainMatteConfig) -> Path:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     pipe = _setup(cfg)
-    opt = torch.optim.AdamW(pipe.matte.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = pipe.matte.parameters() if cfg.train_matte else pipe.matte.colour_head.parameters()
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
     step, seconds = 0, 0.0
     ckpt = out / "checkpoint.pt"
@@ -290,7 +372,7 @@ def run_pretrain_matte(cfg: PretrainMatteConfig) -> Path:
         try:
             for batch in loader:
                 tick = time.time()
-                loss = matte_loss(pipe, batch, cfg.colour_weight)
+                loss = matte_loss(pipe, batch, cfg.colour_weight, cfg)
                 if not torch.isfinite(loss):
                     raise Sim2RealError(f"step {step}: non-finite matte loss {loss.item()}; lower lr")
                 loss.backward()
