@@ -170,6 +170,9 @@ def test_matte_training_on_a_missing_or_contradicting_editor_is_a_clear_error(tm
     init = build_editor(EditorConfig(**SMALL, matte_channels=[8, 8])).save_pretrained(tmp_path / "ed")
     with pytest.raises(Sim2RealError, match=r"already has a matte of widths \[8, 8\]"):
         run_pretrain_matte(PretrainMatteConfig(out=str(tmp_path / "run2"), init=str(init), channels=[8, 16]))
+    bare = build_editor(EditorConfig(**SMALL)).save_pretrained(tmp_path / "bare")
+    with pytest.raises(Sim2RealError, match="has none"):
+        run_pretrain_matte(PretrainMatteConfig(out=str(tmp_path / "run3"), init=str(bare), train_matte=False))
 
 
 def test_shipped_editor_matte_finds_the_edit_region():

@@ -242,6 +242,11 @@ def _setup(cfg: PretrainMatteConfig) -> EditPipeline:
     pipe = load_base_editor(cfg.init)
     if pipe.config.preset != "tiny":
         raise Sim2RealError(f"the edit matte is for the tiny editor; {cfg.init} is {pipe.config.preset}")
+    if pipe.matte is None and not cfg.train_matte:
+        raise Sim2RealError(
+            f"train_matte=false trains the colour head of an existing matte, but {cfg.init or 'the base editor'} "
+            "has none (train the matte first: leave train_matte unset)"
+        )
     if pipe.matte is None:
         pipe.config.matte_channels = list(cfg.channels or [8, 16, 32, 32])
         pipe.matte = make_matte(pipe.config)
