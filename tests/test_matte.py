@@ -265,3 +265,14 @@ def test_criterion_colour_training_moves_only_the_head_and_meets_the_criterion_m
         assert matte_loss(pipe, batch, cfg=cfg).item() < first
     with pytest.raises(ValueError, match="colour_loss"):
         PretrainMatteConfig(out="x", colour_loss="l1")
+
+
+def test_outline_marks_both_sides_of_a_parts_edge():
+    from sim2real.training.matte import outline
+
+    m = torch.zeros(1, 1, 8, 8)
+    m[..., 2:6, 2:6] = 1
+    ring = outline(m)[0, 0]
+    assert ring[2, 2] == 1 and ring[1, 3] == 1 and ring[3, 3] == 0 and ring[0, 0] == 0
+    assert ring.sum() == 8 * 8 - 2 * 2 - (8 * 8 - 6 * 6)  # the 6x6 square minus the 2x2 core
+    assert outline(torch.ones(1, 1, 4, 4)).sum() == 0

@@ -68,6 +68,9 @@ class PretrainMatteConfig:
     kind_probs, sim_input_prob: the pair generator's edit kinds and how often the input is `sim`.
     tail_prob: how often an instruction gets a tail of extra words (`TAILS`).
     colour_weight: weight of the colour head's loss next to the matte's.
+    boundary_weight: weight, in the matte's cross-entropy, of the pixels on either side of each part's
+        outline (1: every pixel alike); the one-pixel ring around the agent disk decides the PSNR
+        outside a table+T edit.
     colour_from_input: the colour head also reads the input under the matte (default: as the init
         editor's matte, else false). Turning it on for a text-only head keeps that head's weights and
         adds zero-weighted inputs, so training starts from its predictions.
@@ -95,6 +98,7 @@ class PretrainMatteConfig:
     sim_input_prob: float = 0.3
     tail_prob: float = 0.15
     colour_weight: float = 1.0
+    boundary_weight: float = 1.0
     colour_from_input: bool | None = None
     colour_loss: str = "mse"
     colour_tau: float = 2.0
@@ -170,6 +174,13 @@ def part_masks(labels: np.ndarray, edit_mask: np.ndarray) -> np.ndarray:
     return np.stack([edit_mask & (labels == k) for k in range(len(PARTS))])
 
 
+def outline(masks: torch.Tensor) -> torch.Tensor:
+    """The pixels on either side of each mask's outline (B, K, H, W) float {0, 1}: dilation ≠ erosion."""
+    dilated = F.max_pool2d(masks, 3, 1, 1)
+    eroded = -F.max_pool2d(-masks, 3, 1, 1)
+    return (dilated != eroded).float()
+
+
 def matte_loss(
     pipe: EditPipeline, batch: dict, colour_weight: float = 1.0, cfg: PretrainMatteConfig | None = None
 ) -> torch.Tensor:
@@ -184,7 +195,14 @@ def matte_loss(
     image = batch["input"].to(dev)
     with torch.set_grad_enabled(train_matte and torch.is_grad_enabled()):
         logits = pipe.matte(image, text)
-    loss = F.binary_cross_entropy_with_logits(logits.float(), batch["parts"].to(dev)) if train_matte else 0.0
+    loss = 0.0
+    if train_matte:
+        parts = batch["parts"].to(dev)
+        weight = None
+        if cfg is not None and cfg.boundary_weight != 1:
+            weight = 1 + (cfg.boundary_weight - 1) * outline(parts)
+            weight = weight / weight.mean()
+        loss = F.binary_cross_entropy_with_logits(logits.float(), parts, weight=weight)
     edited = batch["edited"].to(dev).float()  # (B, 2)
     pred = pipe.matte.colours(text, image, torch.sigmoid(logits.detach().float())) / LAB_SCALE  # (B, 2, 3)
     target = batch["colours"].to(dev)
