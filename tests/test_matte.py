@@ -265,6 +265,8 @@ def test_criterion_colour_training_moves_only_the_head_and_meets_the_criterion_m
         assert matte_loss(pipe, batch, cfg=cfg).item() < first
     with pytest.raises(ValueError, match="colour_loss"):
         PretrainMatteConfig(out="x", colour_loss="l1")
+    with pytest.raises(ValueError, match="boundary_weight"):
+        PretrainMatteConfig(out="x", boundary_weight=0)
 
 
 def test_outline_marks_both_sides_of_a_parts_edge():

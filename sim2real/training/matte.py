@@ -126,6 +126,8 @@ class PretrainMatteConfig:
             raise ValueError(f"tail_prob must be in [0, 1]; got {self.tail_prob=}")
         if self.colour_loss not in ("mse", "criterion"):
             raise ValueError(f"colour_loss must be 'mse' or 'criterion'; got {self.colour_loss!r}")
+        if self.boundary_weight <= 0:
+            raise ValueError(f"boundary_weight must be > 0; got {self.boundary_weight=}")
         if self.colour_tau <= 0:
             raise ValueError(f"colour_tau must be > 0; got {self.colour_tau=}")
 
