@@ -1,5 +1,6 @@
 """Measure the base editor on held-out simulator edit pairs, against an identity editor and the
-untrained model as floors; write a CSV and an image grid.
+untrained model as floors; write a CSV (metrics.csv), one row per pair and editor (pairs.csv, with a
+paired sign test of the base against each other editor printed), and an image grid.
 
     python scripts/eval_base_editor.py --out runs/eval_base_editor --pairs 64
     python scripts/eval_base_editor.py --pairs 48 --sweep --compare OTHER_EDITOR_DIR
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import time
 from pathlib import Path
 
@@ -49,7 +51,32 @@ def summarise(name: str, pairs: dict, outputs: np.ndarray, seconds: float, **ext
     for k in ("background", "foreground", "both"):
         if (kinds == k).any():
             row[f"success_{k}"] = m.success[kinds == k].mean()
+    setting = {k: v for k, v in row.items() if k in ("editor", "split", "steps", "text_cfg", "image_cfg")}
+    row["_pairs"] = [  # one row per pair, for paired comparisons (pairs.csv)
+        {
+            **setting,
+            "pair": i,
+            "kind": kinds[i],
+            "success": int(m.success[i]),
+            "colour_ok": int(m.lab_ratio[i] <= 0.5),
+            "lab_ratio": float(m.lab_ratio[i]),
+            "psnr_outside": float(min(m.psnr_outside[i], 99.0)),
+            "psnr_outside_vs_input": float(min(m.psnr_outside_vs_input[i], 99.0)),
+            "boundary_f1": float(m.boundary_f1[i]),
+        }
+        for i in range(len(outputs))
+    ]
     return row
+
+
+def paired(a: dict, b: dict) -> str:
+    """Pairs only `a` / only `b` gets right, and the exact two-sided sign-test p of that split."""
+    sa = np.array([r["success"] for r in a["_pairs"]])
+    sb = np.array([r["success"] for r in b["_pairs"]])
+    only_a, only_b = int((sa > sb).sum()), int((sb > sa).sum())
+    n, k = only_a + only_b, min(only_a, only_b)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return f"only {a['editor']}: {only_a}, only {b['editor']}: {only_b} (sign test p = {p:.2f})"
 
 
 def run_editor(
@@ -151,9 +178,17 @@ def main() -> None:
         columns.append(other[:12])
     # columns: input | base | (no calibration | no matte) | (compare) | target
     save_grid(out / "grid.png", *columns, pairs["target"][:12])
+    test_rows = {r["editor"]: r for r in rows if r["split"] == "test"}
+    comparisons = [paired(test_rows["base"], r) for name, r in test_rows.items() if name != "base"]
+    per_pair = [r for row in rows for r in row.pop("_pairs")]
     keys = sorted(
         {k for r in rows for k in r}, key=lambda k: list(rows[-1]).index(k) if k in rows[-1] else 99
     )
+    with open(out / "pairs.csv", "w", newline="") as f:
+        fields = list(dict.fromkeys(k for r in per_pair for k in r))  # identity has no sampler setting
+        w = csv.DictWriter(f, fieldnames=sorted(fields, key=lambda k: list(per_pair[-1]).index(k)))
+        w.writeheader()
+        w.writerows({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in per_pair)
     with open(out / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
@@ -165,7 +200,8 @@ def main() -> None:
             f"  success {r['success']:.3f}  boundary F1 {r['boundary_f1']:.3f}"
             f"  PSNR out {r['psnr_outside_median']:.1f} dB  Lab ratio {r['lab_ratio_median']:.2f}"
         )
-    print(f"wrote {out / 'metrics.csv'} and {out / 'grid.png'}")
+    print("paired, on the test pairs:", *comparisons, sep="\n  ")
+    print(f"wrote {out / 'metrics.csv'}, {out / 'pairs.csv'} and {out / 'grid.png'}")
 
 
 if __name__ == "__main__":

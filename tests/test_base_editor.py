@@ -280,3 +280,23 @@ def test_edit_metrics_pass_the_exact_target_and_fail_identity_and_noise():
     noise = np.where(mask[..., None], 128, inp).astype(np.uint8)
     grey = pair_metrics(inp, noise, tgt, mask, labels)
     assert np.median(grey.psnr_outside) > 25 and grey.success.mean() < 0.5
+
+
+def test_eval_script_writes_metrics_per_pair_rows_and_a_paired_comparison(tmp_path, monkeypatch, capsys):
+    import csv
+    import runpy
+    import sys
+
+    out = tmp_path / "eval"
+    argv = ["eval_base_editor.py", "--out", str(out), "--pairs", "2", "--setting", "2", "1.5", "1.5"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--compare", "sim2real/assets/base_editor"])
+    runpy.run_path("scripts/eval_base_editor.py", run_name="__main__")
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["editor"] for r in rows] == ["identity", "untrained", "base", "compare"]
+    pairs = list(csv.DictReader(open(out / "pairs.csv")))
+    assert len(pairs) == 4 * 2 and {p["pair"] for p in pairs} == {"0", "1"}
+    base = [p for p in pairs if p["editor"] == "base"]
+    assert float(rows[2]["success"]) == sum(int(p["success"]) for p in base) / 2
+    # the same editor against itself: no pair differs
+    assert "only base: 0, only compare: 0 (sign test p = 1.00)" in capsys.readouterr().out
+    assert (out / "grid.png").exists()
