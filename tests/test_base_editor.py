@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -289,8 +291,9 @@ def test_eval_script_writes_metrics_per_pair_rows_and_a_paired_comparison(tmp_pa
 
     out = tmp_path / "eval"
     argv = ["eval_base_editor.py", "--out", str(out), "--pairs", "2", "--setting", "2", "1.5", "1.5"]
-    monkeypatch.setattr(sys, "argv", [*argv, "--compare", "sim2real/assets/base_editor"])
-    runpy.run_path("scripts/eval_base_editor.py", run_name="__main__")
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setattr(sys, "argv", [*argv, "--compare", str(root / "sim2real" / "assets" / "base_editor")])
+    runpy.run_path(str(root / "scripts" / "eval_base_editor.py"), run_name="__main__")
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [r["editor"] for r in rows] == ["identity", "untrained", "base", "compare"]
     pairs = list(csv.DictReader(open(out / "pairs.csv")))
