@@ -31,6 +31,13 @@ from sim2real.editing.model import EditorConfig, build_editor
 from sim2real.training.base_editor import eval_pairs, load_base_editor, save_grid
 from sim2real.training.editor_metrics import pair_metrics
 
+SETTING = ("editor", "split", "steps", "text_cfg", "image_cfg")
+PAIR_FIELDS = [  # pairs.csv: one row per pair and editor
+    *SETTING,
+    *("pair", "kind", "success", "colour_ok", "lab_ratio", "psnr_outside", "psnr_outside_vs_input"),
+    "boundary_f1",
+]
+
 
 def summarise(name: str, pairs: dict, outputs: np.ndarray, seconds: float, **extra) -> dict:
     m = pair_metrics(pairs["input"], outputs, pairs["target"], pairs["edit_mask"], pairs["labels"])
@@ -51,7 +58,7 @@ def summarise(name: str, pairs: dict, outputs: np.ndarray, seconds: float, **ext
     for k in ("background", "foreground", "both"):
         if (kinds == k).any():
             row[f"success_{k}"] = m.success[kinds == k].mean()
-    setting = {k: v for k, v in row.items() if k in ("editor", "split", "steps", "text_cfg", "image_cfg")}
+    setting = {k: v for k, v in row.items() if k in SETTING}
     row["_pairs"] = [  # one row per pair, for paired comparisons (pairs.csv)
         {
             **setting,
@@ -185,8 +192,7 @@ def main() -> None:
         {k for r in rows for k in r}, key=lambda k: list(rows[-1]).index(k) if k in rows[-1] else 99
     )
     with open(out / "pairs.csv", "w", newline="") as f:
-        fields = list(dict.fromkeys(k for r in per_pair for k in r))  # identity has no sampler setting
-        w = csv.DictWriter(f, fieldnames=sorted(fields, key=lambda k: list(per_pair[-1]).index(k)))
+        w = csv.DictWriter(f, fieldnames=PAIR_FIELDS, restval="")  # identity has no sampler setting
         w.writeheader()
         w.writerows({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in per_pair)
     with open(out / "metrics.csv", "w", newline="") as f:

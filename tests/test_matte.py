@@ -236,7 +236,7 @@ def test_colour_head_that_reads_the_input_starts_from_the_text_heads_predictions
         torch.testing.assert_close(loaded.colours(text, image), reading.colours(text, image))
 
 
-def test_criterion_colour_training_moves_only_the_head_and_meets_the_criterion_more(tmp_path):
+def test_criterion_colour_training_moves_only_the_head_and_lowers_the_smooth_criterion(tmp_path):
     base = build_editor(EditorConfig(**SMALL, matte_channels=[8, 8])).save_pretrained(tmp_path / "base")
     cfg = PretrainMatteConfig(
         out=str(tmp_path / "run"), init=str(base), steps=1, batch_size=4, num_workers=0,

@@ -183,11 +183,9 @@ def outline(masks: torch.Tensor) -> torch.Tensor:
     return (dilated != eroded).float()
 
 
-def matte_loss(
-    pipe: EditPipeline, batch: dict, colour_weight: float = 1.0, cfg: PretrainMatteConfig | None = None
-) -> torch.Tensor:
+def matte_loss(pipe: EditPipeline, batch: dict, cfg: PretrainMatteConfig | None = None) -> torch.Tensor:
     """Per-pixel binary cross-entropy of the matte's per-part logits against the exact edit regions,
-    plus `colour_weight` × the colour head's loss on the edited parts: MSE (Lab / 100), or with
+    plus `cfg.colour_weight` × the colour head's loss on the edited parts: MSE (Lab / 100), or with
     `cfg.colour_loss == "criterion"` the smooth edit-success criterion (+ `cfg.colour_mse_weight` × MSE).
     Without `cfg.train_matte` the matte term is left out (only the colour head learns)."""
     dev = pipe.device
@@ -218,7 +216,7 @@ def matte_loss(
         d_in = (region(batch["input_colours"].to(dev)) - region(target)).norm(dim=1)
         miss = torch.sigmoid((d_out - 0.5 * d_in) / cfg.colour_tau)  # ≈ 1 where the criterion fails
         colour = miss[edited.any(1)].mean() + cfg.colour_mse_weight * colour
-    return loss + colour_weight * colour
+    return loss + (cfg.colour_weight if cfg is not None else 1.0) * colour
 
 
 @torch.no_grad()
@@ -290,8 +288,8 @@ def _setup(cfg: PretrainMatteConfig) -> EditPipeline:
 def _with_colour_inputs(matte: EditMatte, on: bool) -> EditMatte:
     """The same matte with a colour head that does (or no longer does) read the input frame: the
     text weights are kept and the input features' weights start at zero (same predictions at first)."""
-    cfg = dict(matte.config)
-    new = EditMatte(tuple(cfg["channels"]), cfg["text_dim"], cfg["groups"], colour_from_input=on)
+    cfg = matte.config
+    new = EditMatte(tuple(cfg.channels), cfg.text_dim, cfg.groups, colour_from_input=on)
     state = matte.state_dict()
     first = "colour_head.0.weight"
     w = torch.zeros_like(new.state_dict()[first])
@@ -397,7 +395,7 @@ def run_pretrain_matte(cfg: PretrainMatteConfig) -> Path:
         try:
             for batch in loader:
                 tick = time.time()
-                loss = matte_loss(pipe, batch, cfg.colour_weight, cfg)
+                loss = matte_loss(pipe, batch, cfg)
                 if not torch.isfinite(loss):
                     raise Sim2RealError(f"step {step}: non-finite matte loss {loss.item()}; lower lr")
                 loss.backward()
