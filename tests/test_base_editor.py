@@ -13,6 +13,7 @@ from sim2real.data.pairs import (
     BACKGROUND_TEMPLATES,
     FOREGROUND_TEMPLATES,
     EditPairGenerator,
+    edit_coverage,
     edit_region,
     instruction_vocabulary,
 )
@@ -63,6 +64,42 @@ def test_instructions_cover_both_edit_kinds_and_name_the_change():
         assert set(p.instruction.split()) <= vocab | {
             w for p in pairs for w in p.instruction.split() if "-" in w
         }
+
+
+def test_only_the_edited_parts_share_of_a_pixel_changes():
+    # a table edit changes nothing else: not the T's pattern (its seed used to follow the table's),
+    # not the goal marker (the shadow falling on it used to be redrawn with the table)
+    gen = EditPairGenerator(seed=2, kinds=("background", "both"), with_coverage=True)
+    seen = {"textured t": 0, "shadow": 0}
+    for _ in range(60):
+        p = gen.sample()
+        assert p.coverage.shape == (2, 96, 96) and p.coverage.dtype == np.float32
+        assert 0 <= p.coverage.min() and p.coverage.max() <= 1
+        if p.kind == "background":
+            assert p.coverage[1].max() == 0  # the T is not part of a table edit
+            seen["textured t"] += p.source.t_texture != "none"
+            seen["shadow"] += p.source.shadow_strength > 0
+        untouched = p.coverage.sum(0) == 0
+        diff = np.abs(p.input.astype(int) - p.target.astype(int)).max(-1)
+        if p.kind == "background":
+            assert diff[untouched].max() <= 1, p.instruction  # rounding only
+        else:  # a T edit may add an edge line, which reaches half a pixel past the T's outline
+            assert (diff[untouched] > 1).mean() < 0.02, p.instruction
+        share = p.coverage.sum(0)
+        assert ((share > 0.02) & (share < 0.98)).sum() > 20  # rims are fractions
+        walls = p.source.wall_color is not None
+        if not walls:  # the 0/1 edit region is the share rounded, up to the rims
+            assert ((share > 0.5) == p.edit_mask).mean() > 0.97
+    assert seen["textured t"] >= 2 and seen["shadow"] >= 2
+    # asking for coverage draws nothing extra: the same pairs
+    a = EditPairGenerator(seed=2, kinds=("background", "both")).batch(3)
+    b = EditPairGenerator(seed=2, kinds=("background", "both"), with_coverage=True).batch(3)
+    for key in ("input", "target", "labels"):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert b["coverage"].shape == (3, 2, 96, 96)
+    p = EditPairGenerator(seed=2, kinds=("foreground",)).sample()
+    with pytest.raises(KeyError):
+        edit_coverage(np.zeros(5), p.source, "nothing")
 
 
 def test_training_generator_never_samples_the_held_out_band():

@@ -128,6 +128,21 @@ def test_matte_stream_masks_follow_the_views():
     assert any(np.array_equal(v, b) for v in views)
 
 
+def test_coverage_targets_are_the_edit_region_with_fractional_rims():
+    hard = PretrainMatteConfig(out="x", views_per_pair=1, seed=5)
+    soft = PretrainMatteConfig(out="x", views_per_pair=1, seed=5, coverage_targets=True)
+    for h, c in zip(
+        [x for _, x in zip(range(3), MatteStream(hard, 96), strict=False)],
+        [x for _, x in zip(range(3), MatteStream(soft, 96), strict=False)],
+        strict=True,
+    ):
+        np.testing.assert_array_equal(h["input"], c["input"])  # the same pairs and views
+        assert torch.equal(h["colours"], c["colours"]) and torch.equal(h["edited"], c["edited"])
+        frac = (c["parts"] > 0.02) & (c["parts"] < 0.98)
+        assert frac.sum() > 20 and set(np.unique(h["parts"].numpy())) <= {0.0, 1.0}
+        assert ((c["parts"] > 0.5) == (h["parts"] > 0.5)).float().mean() > 0.9
+
+
 def test_matte_training_lowers_the_loss_exports_and_resumes(tmp_path):
     base = build_editor(EditorConfig(**SMALL)).save_pretrained(tmp_path / "base")
     (base / "TRAINING.json").write_text(json.dumps({"history": [{"stage": 1, "what": "unet"}]}))

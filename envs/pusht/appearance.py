@@ -53,6 +53,7 @@ class Appearance:
     wall_color: colour of Diffusion Policy's wall segments, or None to hide them.
     t_color / t_outline_color: T fill and edge colour (None = no edge line).
     t_texture / t_color2 / t_texture_scale: optional pattern on the T (same kinds as the table).
+    t_texture_seed: seed of the T's pattern (None: texture_seed + 1, so a new table seed also redraws it).
     agent_color / agent_highlight_color: agent disk and its inner disk (None = plain disk).
     goal_color / show_goal: goal marker colour and whether it is drawn (and labelled 3).
     light_direction / light_strength: linear lighting gradient, brighter towards `light_direction`
@@ -77,6 +78,7 @@ class Appearance:
     t_texture: Literal["none", "wood", "marble", "fabric", "noise"] = "none"
     t_color2: Color = field(default_factory=lambda: [100, 100, 100])
     t_texture_scale: float = 20.0
+    t_texture_seed: int | None = None
     agent_color: Color = field(default_factory=lambda: [65, 105, 225])
     agent_highlight_color: Color | None = None
     goal_color: Color = field(default_factory=lambda: [144, 238, 144])

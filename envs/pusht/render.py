@@ -136,7 +136,15 @@ def _static_layers(a: Appearance, size: int, goal: tuple) -> dict:
     if a.t_texture != "none":  # texture in the T's body frame: x ∈ [-64, 64), y ∈ [-4, 124)
         n = int(math.ceil(128 * ppw)) + 2
         t_tex = texture_image(
-            a.t_texture, a.t_color, a.t_color2, 1.0, (n, n), ppw, a.t_texture_scale, 0.0, a.texture_seed + 1
+            a.t_texture,
+            a.t_color,
+            a.t_color2,
+            1.0,
+            (n, n),
+            ppw,
+            a.t_texture_scale,
+            0.0,
+            a.texture_seed + 1 if a.t_texture_seed is None else a.t_texture_seed,
         )
     layers = {"table": table, "labels": labels, "gain": gain, "t_tex": t_tex}
     _CACHE[key] = layers

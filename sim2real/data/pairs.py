@@ -34,8 +34,9 @@ from envs.pusht.render import render_state
 EditKind = Literal["background", "foreground", "both"]
 EDIT_KINDS: tuple[str, ...] = ("background", "foreground", "both")
 
-# Which appearance fields each edit kind changes. Lighting, vignette, blur and noise stay, so that
-# everything outside the edited region is identical between input and target.
+# Which appearance fields each edit kind changes. Lighting, shadows, vignette, blur and noise stay, so
+# that everything outside the edited region is identical between input and target (a shadow falls on
+# the goal marker too, and the T's pattern seed is pinned in table edits: `EditPairGenerator.sample`).
 TABLE_FIELDS = (
     "table_texture",
     "table_color",
@@ -44,9 +45,6 @@ TABLE_FIELDS = (
     "table_contrast",
     "table_angle",
     "texture_seed",
-    "shadow_offset",
-    "shadow_blur",
-    "shadow_strength",
 )
 T_FIELDS = ("t_color", "t_outline_color", "t_texture", "t_color2", "t_texture_scale")
 
@@ -97,6 +95,7 @@ class EditPair:
     source: Appearance
     target_appearance: Appearance
     style: np.ndarray | None = None  # (H, W, 3) uint8: the target look at another state (a visual prompt)
+    coverage: np.ndarray | None = None  # (2, H, W) float32: how much of each pixel the edit changes, per part
 
 
 def edit_region(labels: np.ndarray, kind: str) -> np.ndarray:
@@ -108,6 +107,46 @@ def edit_region(labels: np.ndarray, kind: str) -> np.ndarray:
     if kind == "both":
         return (labels == 0) | (labels == 1)
     raise ValueError(f"kind must be one of {EDIT_KINDS}; got {kind!r}")
+
+
+def part_coverage(state: np.ndarray, appearance: Appearance, size: int = 96) -> np.ndarray:
+    """How much of each pixel the table and the T-shaped block make up in `appearance`'s rendering
+    of `state` → (2, H, W) float32 in [0, 1] (rows in `PARTS` order: table, T).
+
+    The edit region labels pixel centres; a pixel on an anti-aliased rim (the agent disk over the
+    table, the goal drawn on it, the T's outline) mixes both sides, and the camera blur spreads each
+    part a pixel further. An edit of the table changes such a pixel by its table share only, which is
+    what this measures: the part is rendered flat black and flat white, everything else fixed, with the
+    appearance's blur but no lighting or noise, and the difference is the part's share of each pixel.
+    """
+    flat = dict(light_strength=0.0, vignette=0.0, noise_sigma=0.0, shadow_strength=0.0, name="coverage")
+    black, white = [0, 0, 0], [255, 255, 255]
+
+    def look(table, t):
+        return dataclasses.replace(
+            appearance,
+            table_texture="flat",
+            table_color=table,
+            table_color2=table,
+            t_color=t,
+            t_texture="none",
+            t_outline_color=None if appearance.t_outline_color is None else t,
+            **flat,
+        )
+
+    base, _ = render_state(state, look(black, black), size)
+    table, _ = render_state(state, look(white, black), size)
+    tee, _ = render_state(state, look(black, white), size)
+    base = base.astype(np.float32).mean(-1)
+    cov = np.stack([table.astype(np.float32).mean(-1) - base, tee.astype(np.float32).mean(-1) - base])
+    return np.clip(cov / 255.0, 0.0, 1.0)
+
+
+def edit_coverage(state: np.ndarray, appearance: Appearance, kind: str, size: int = 96) -> np.ndarray:
+    """`part_coverage` of the parts an edit of `kind` changes (the others zero) → (2, H, W) float32."""
+    cov = part_coverage(state, appearance, size)
+    edited = {"background": (1, 0), "foreground": (0, 1), "both": (1, 1)}[kind]
+    return cov * np.asarray(edited, np.float32)[:, None, None]
 
 
 def _copy_fields(dst: Appearance, src: Appearance, fields: Sequence[str]) -> Appearance:
@@ -132,6 +171,8 @@ class EditPairGenerator:
     sim_input_prob: probability that the input look is exactly `sim` (what specialists edit).
     held_out: keep every drawn look outside the band around `tabletop` (always on for training).
     with_style: also render the target look at another random state, as a visual prompt.
+    with_coverage: also give each pair's `edit_coverage` (soft edit region; no extra random draws,
+        so the pairs are the same as without it).
     """
 
     def __init__(
@@ -143,6 +184,7 @@ class EditPairGenerator:
         sim_input_prob: float = 0.3,
         held_out: bool = True,
         with_style: bool = False,
+        with_coverage: bool = False,
     ):
         bad = set(kinds) - set(EDIT_KINDS)
         if bad:
@@ -153,6 +195,7 @@ class EditPairGenerator:
             raise ValueError(f"kind_probs must give one weight >= 0 per kind; got {kind_probs=}")
         self.kind_probs = probs / probs.sum()
         self.sim_input_prob, self.held_out, self.with_style = sim_input_prob, held_out, with_style
+        self.with_coverage = with_coverage
         self._sim = load_appearance("sim")
         self.rng = np.random.default_rng(seed)
 
@@ -169,6 +212,8 @@ class EditPairGenerator:
         fresh = sample_appearance(rng, ("background", "foreground"), held_out=self.held_out, base=self._sim)
         fields = {"background": TABLE_FIELDS, "foreground": T_FIELDS, "both": TABLE_FIELDS + T_FIELDS}[kind]
         target_app = _copy_fields(source, fresh, fields)
+        if kind == "background" and source.t_texture_seed is None:  # a new table seed keeps the T's pattern
+            target_app = dataclasses.replace(target_app, t_texture_seed=source.texture_seed + 1)
         if self.held_out and in_held_out_band(target_app):  # only possible via an unchanged source part
             return self.sample(rng)
         noise_seed = int(rng.integers(2**31))
@@ -187,6 +232,7 @@ class EditPairGenerator:
             source=source,
             target_appearance=target_app,
             style=style,
+            coverage=edit_coverage(state, source, kind, self.size) if self.with_coverage else None,
         )
 
     def __iter__(self) -> Iterator[EditPair]:
@@ -194,9 +240,11 @@ class EditPairGenerator:
             yield self.sample()
 
     def batch(self, n: int) -> dict:
-        """`n` pairs stacked: input/target (n,H,W,3) uint8, labels (n,H,W), edit_mask (n,H,W), instruction, kind."""
+        """`n` pairs stacked: input/target (n,H,W,3) uint8, labels (n,H,W), edit_mask (n,H,W), instruction,
+        kind (and style (n,H,W,3), coverage (n,2,H,W) when asked for)."""
         pairs = [self.sample() for _ in range(n)]
         keys = ("input", "target", "labels", "edit_mask") + (("style",) if self.with_style else ())
+        keys += ("coverage",) if self.with_coverage else ()
         out = {k: np.stack([getattr(p, k) for p in pairs]) for k in keys}
         out["instruction"] = [p.instruction for p in pairs]
         out["kind"] = [p.kind for p in pairs]

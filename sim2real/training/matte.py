@@ -71,6 +71,9 @@ class PretrainMatteConfig:
     boundary_weight: weight, in the matte's cross-entropy, of the pixels on either side of each part's
         outline (1: every pixel alike); the one-pixel ring around the agent disk decides the PSNR
         outside a table+T edit.
+    coverage_targets: train the matte towards each pixel's share of the edited parts
+        (`sim2real.data.pairs.edit_coverage`: anti-aliased rims and camera blur give fractions)
+        instead of the 0/1 edit region; the composite then changes a rim pixel by its share.
     colour_from_input: the colour head also reads the input under the matte (default: as the init
         editor's matte, else false). Turning it on for a text-only head keeps that head's weights and
         adds zero-weighted inputs, so training starts from its predictions.
@@ -99,6 +102,7 @@ class PretrainMatteConfig:
     tail_prob: float = 0.15
     colour_weight: float = 1.0
     boundary_weight: float = 1.0
+    coverage_targets: bool = False
     colour_from_input: bool | None = None
     colour_loss: str = "mse"
     colour_tau: float = 2.0
@@ -146,6 +150,7 @@ class MatteStream(IterableDataset):
             size=self.size,
             kind_probs=self.cfg.kind_probs,
             sim_input_prob=self.cfg.sim_input_prob,
+            with_coverage=self.cfg.coverage_targets,
         )
         rng = np.random.default_rng(seed)
         while True:
@@ -154,6 +159,7 @@ class MatteStream(IterableDataset):
             if rng.uniform() < self.cfg.tail_prob:
                 text += TAILS[int(rng.integers(len(TAILS)))]
             parts = part_masks(p.labels, p.edit_mask)  # (2, H, W)
+            soft = p.coverage if self.cfg.coverage_targets else parts  # what the matte learns
             lab, lab_in = to_lab(np.stack([p.target, p.input]))
             colours = np.stack([lab[m].mean(0) if m.any() else np.zeros(3) for m in parts])
             inputs = np.stack([lab_in[m].mean(0) if m.any() else np.zeros(3) for m in parts])
@@ -161,7 +167,7 @@ class MatteStream(IterableDataset):
                 yield {
                     "input": _to_tensor(_dihedral(p.input, view)),
                     "parts": torch.from_numpy(
-                        np.stack([_dihedral(m, view) for m in parts]).astype(np.float32)
+                        np.stack([_dihedral(m, view) for m in soft]).astype(np.float32)
                     ),
                     "colours": torch.from_numpy((colours / LAB_SCALE).astype(np.float32)),
                     "input_colours": torch.from_numpy((inputs / LAB_SCALE).astype(np.float32)),
@@ -184,7 +190,8 @@ def outline(masks: torch.Tensor) -> torch.Tensor:
 
 
 def matte_loss(pipe: EditPipeline, batch: dict, cfg: PretrainMatteConfig | None = None) -> torch.Tensor:
-    """Per-pixel binary cross-entropy of the matte's per-part logits against the exact edit regions,
+    """Per-pixel binary cross-entropy of the matte's per-part logits against the exact edit regions
+    (or their per-pixel shares, `coverage_targets`),
     plus `cfg.colour_weight` × the colour head's loss on the edited parts: MSE (Lab / 100), or with
     `cfg.colour_loss == "criterion"` the smooth edit-success criterion (+ `cfg.colour_mse_weight` × MSE).
     Without `cfg.train_matte` the matte term is left out (only the colour head learns)."""
@@ -222,8 +229,9 @@ def matte_loss(pipe: EditPipeline, batch: dict, cfg: PretrainMatteConfig | None 
 @torch.no_grad()
 def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = None) -> dict:
     """IoU and pixel accuracy of α > 0.5 against the edit region, and the colour head's ΔE to the
-    target's part colours, on held-out pairs (seed 10 000)."""
-    pairs = EditPairGenerator(seed=10_000, size=size).batch(n)
+    target's part colours, on held-out pairs (seed 10 000); `eval_rim_error`: the mean |α − the edited
+    parts' share| over pixels that are neither wholly edited nor wholly untouched."""
+    pairs = EditPairGenerator(seed=10_000, size=size, with_coverage=True).batch(n)
     x = torch.stack([_to_tensor(im) for im in pairs["input"]]).to(pipe.device)
     text = pipe.encode_prompt(list(pairs["instruction"]))
     pipe.matte.eval()
@@ -241,6 +249,8 @@ def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = Non
         region, edit = (share[:, None] * colours[i]).sum(0), pairs["edit_mask"][i]
         tgt, inp = lab[i][edit].mean(0), lab_in[i][edit].mean(0)
         colour_ok.append(np.linalg.norm(region - tgt) <= 0.5 * np.linalg.norm(inp - tgt))
+    share = pairs["coverage"].sum(1).clip(0, 1)  # (n, H, W)
+    rim = (share > 0.01) & (share < 0.99)
     pred, true = alpha > 0.5, pairs["edit_mask"]
     iou = (pred & true).sum((1, 2)) / np.maximum((pred | true).sum((1, 2)), 1)
     kept = ((~pred) & (~true)).sum((1, 2)) / np.maximum((~true).sum((1, 2)), 1)  # outside left alone
@@ -253,6 +263,7 @@ def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = Non
         "eval_pixel_acc": float((pred == true).mean()),
         "eval_colour_delta_e": float(np.median(errors)),
         "eval_colour_ok": float(np.mean(colour_ok)),
+        "eval_rim_error": float(np.abs(alpha - share)[rim].mean()),
     }
 
 
