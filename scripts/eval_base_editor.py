@@ -155,7 +155,7 @@ def main() -> None:
                 "base", val, images, dt, split="validation", steps=steps, text_cfg=text, image_cfg=image
             )
             rows.append(row)
-            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
+            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "_pairs"})
             key = (row["success"], row["boundary_f1"])  # ties: the one that keeps structure better
             if best is None or key > (best["success"], best["boundary_f1"]):
                 best = row

@@ -12,7 +12,13 @@ from sim2real.editing.matte import EditMatte, lab_to_rgb, rgb_to_lab
 from sim2real.editing.model import EditorConfig, build_editor
 from sim2real.editing.pipeline import EditPipeline
 from sim2real.errors import Sim2RealError
-from sim2real.training.matte import MatteStream, PretrainMatteConfig, matte_loss, run_pretrain_matte
+from sim2real.training.matte import (
+    DecodeStream,
+    MatteStream,
+    PretrainMatteConfig,
+    matte_loss,
+    run_pretrain_matte,
+)
 
 SMALL = dict(resolution=32, codec_factor=4, unet_channels=[32, 32], text_dim=32)
 
@@ -137,7 +143,9 @@ def test_coverage_targets_are_the_edit_region_with_fractional_rims():
         strict=True,
     ):
         np.testing.assert_array_equal(h["input"], c["input"])  # the same pairs and views
-        assert torch.equal(h["colours"], c["colours"]) and torch.equal(h["edited"], c["edited"])
+        assert torch.equal(h["edited"], c["edited"])
+        # the colour targets become share-weighted part means: close to the 0/1 region's
+        assert (h["colours"] - c["colours"]).abs().max() < 0.1 and (h["counts"] - c["counts"]).abs().max() < 200
         frac = (c["parts"] > 0.02) & (c["parts"] < 0.98)
         assert frac.sum() > 20 and set(np.unique(h["parts"].numpy())) <= {0.0, 1.0}
         assert ((c["parts"] > 0.5) == (h["parts"] > 0.5)).float().mean() > 0.9
@@ -177,6 +185,40 @@ def test_matte_training_lowers_the_loss_exports_and_resumes(tmp_path):
         r["step"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
     ]
     assert max(steps) == 3 and steps.count(3) >= 1 and steps.count(1) == 1
+
+
+def test_composite_training_decodes_once_and_learns_to_keep_the_outside(tmp_path):
+    base = build_editor(EditorConfig(**SMALL, matte_channels=[8, 8])).save_pretrained(tmp_path / "base")
+    cfg = PretrainMatteConfig(
+        out=str(tmp_path / "run"), init=str(base), steps=2, batch_size=4, num_workers=0, eval_every=2,
+        eval_pairs=2, checkpoint_every=1, log_every=1, coverage_targets=True, composite_weight=1.0,
+        composite_pairs=6, composite_sampler=[2, 1.5, 1.5],
+    )  # fmt: skip
+    run_pretrain_matte(cfg)
+    chunks = sorted((tmp_path / "run" / "decodes").glob("chunk_*.pt"))
+    assert len(chunks) == 1
+    cached = torch.load(chunks[0], weights_only=False)
+    assert cached["decoded"].shape == (6, 32, 32, 3) and cached["coverage"].shape == (6, 2, 32, 32)
+    stamp = chunks[0].stat().st_mtime_ns
+    cfg.steps = 3  # resuming reuses the decodes
+    run_pretrain_matte(cfg)
+    assert chunks[0].stat().st_mtime_ns == stamp
+
+    # the composite term: a matte that lets the (untrained, noisy) decode in everywhere is
+    # penalised for the outside, one that keeps the input there is not
+    pipe = EditPipeline.from_pretrained(tmp_path / "run" / "model")
+    stream = DecodeStream(cfg, tmp_path / "run" / "decodes")
+    batch = next(iter(torch.utils.data.DataLoader(stream, batch_size=6)))
+    assert batch["decoded"].shape == (6, 3, 32, 32) and batch["outside"].shape == (6, 1, 32, 32)
+    with_term = PretrainMatteConfig(out="x", composite_weight=1.0, colour_weight=0.0)
+    without = PretrainMatteConfig(out="x", composite_weight=0.0, colour_weight=0.0)
+    _set_alpha(pipe.matte, 40.0, 40.0)
+    with torch.no_grad():
+        assert matte_loss(pipe, batch, with_term) > matte_loss(pipe, batch, without) + 0.1
+    _set_alpha(pipe.matte, -40.0, -40.0)
+    with torch.no_grad():  # keeping the input outside: the composite term is the input-vs-target gap
+        gap = matte_loss(pipe, batch, with_term) - matte_loss(pipe, batch, without)
+    assert 0 <= gap < 0.5
 
 
 def test_matte_training_on_a_missing_or_contradicting_editor_is_a_clear_error(tmp_path):

@@ -316,6 +316,7 @@ class EditPipeline:
         output_type: Literal["np", "pt"] = "np",
         latents: torch.Tensor | None = None,
         calibrate_colour: bool | None = None,
+        composite: bool = True,
     ) -> EditPipelineOutput:
         """Edit `image` by `prompt`, with the visual prompt `style_images` (K refs) if given.
 
@@ -323,6 +324,8 @@ class EditPipeline:
         latents: optional initial noise (B, C, h, w) instead of drawing it from `generator`.
         calibrate_colour: with an edit matte, set each edited part's mean colour to the one the
             words name (default: only without a visual prompt; matte.py).
+        composite: False returns the decoded edit as it is, without the matte's composite over the
+            input (what `sim2real pretrain-matte composite_weight=…` learns to composite).
         """
         if output_type not in ("np", "pt"):
             raise ValueError(f"output_type must be 'np' or 'pt'; got {output_type!r}")
@@ -365,7 +368,8 @@ class EditPipeline:
 
         # 4. decode
         calibrate = style_images is None if calibrate_colour is None else calibrate_colour
-        images = self.decode(latents, cond.image_latents, cond.text_embeds, calibrate)  # (B, 3, H, W)
+        text = cond.text_embeds if composite else None
+        images = self.decode(latents, cond.image_latents, text, calibrate)  # (B, 3, H, W)
         result = EditPipelineOutput(images=to_uint8(images) if output_type == "np" else images)
         if return_trajectory:
             result.latents = torch.stack(trajectory, dim=1)  # (B, S+1, C, h, w)

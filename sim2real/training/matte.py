@@ -14,7 +14,11 @@ smooth step of (distance of the edit region's mean Lab to the target's − half 
 so it learns which colour meets the criterion most often given the words and the input, not their
 mean (plus `colour_mse_weight` × the MSE). `train_matte=false` trains the colour head alone (the
 matte's α is then fixed). Everything else in the editor is frozen and unchanged;
-the text encoder is only read. `DIR/model/` is the whole editor with the matte, `TRAINING.json` gains a
+the text encoder is only read. With `composite_weight` the matte also learns from the editor's own
+decodes: `composite_pairs` pairs are edited once by the frozen editor (`DIR/decodes/`, resumable), and
+the composite of each decode over its input is compared with the target outside the edit region, per
+pair relative to the 25 dB threshold of the edit-success criterion (docs/base_editor.md, stage 7).
+`DIR/model/` is the whole editor with the matte, `TRAINING.json` gains a
 history entry. Resumable: rerunning the same command continues from `DIR/checkpoint.pt`.
 """
 
@@ -46,6 +50,8 @@ from sim2real.utils import MetricsLogger, atomic_path, tqdm, write_json
 
 log = logging.getLogger(__name__)
 
+MSE_25DB = 4 * 10 ** (-25 / 10)  # the MSE of 25 dB PSNR for images in [-1, 1]
+
 # Words a specialist or HIVE may append to an instruction; the matte learns to ignore such tails.
 TAILS = (
     ", the image quality is five out of five",
@@ -73,7 +79,12 @@ class PretrainMatteConfig:
         outside a table+T edit.
     coverage_targets: train the matte towards each pixel's share of the edited parts
         (`sim2real.data.pairs.edit_coverage`: anti-aliased rims and camera blur give fractions)
-        instead of the 0/1 edit region; the composite then changes a rim pixel by its share.
+        instead of the 0/1 edit region; the composite then changes a rim pixel by its share, and the
+        colour head's targets are the share-weighted part means.
+    composite_weight: weight of the composite loss (0: off): the mean squared error, outside the edit
+        region, between the editor's own decode composited by the matte and the target rendering,
+        per pair relative to the MSE of 25 dB. Trains on `composite_pairs` pairs decoded once with
+        `composite_sampler` (steps, text guidance, image guidance) instead of a fresh stream.
     colour_from_input: the colour head also reads the input under the matte (default: as the init
         editor's matte, else false). Turning it on for a text-only head keeps that head's weights and
         adds zero-weighted inputs, so training starts from its predictions.
@@ -103,6 +114,9 @@ class PretrainMatteConfig:
     colour_weight: float = 1.0
     boundary_weight: float = 1.0
     coverage_targets: bool = False
+    composite_weight: float = 0.0
+    composite_pairs: int = 2000
+    composite_sampler: list[float] = field(default_factory=lambda: [10, 1.5, 1.5])
     colour_from_input: bool | None = None
     colour_loss: str = "mse"
     colour_tau: float = 2.0
@@ -134,6 +148,12 @@ class PretrainMatteConfig:
             raise ValueError(f"boundary_weight must be > 0; got {self.boundary_weight=}")
         if self.colour_tau <= 0:
             raise ValueError(f"colour_tau must be > 0; got {self.colour_tau=}")
+        if self.composite_weight < 0 or self.composite_pairs < 1 or len(self.composite_sampler) != 3:
+            raise ValueError(
+                "composite_weight must be >= 0, composite_pairs >= 1 and composite_sampler "
+                f"[steps, text, image]; got {self.composite_weight=}, {self.composite_pairs=}, "
+                f"{self.composite_sampler=}"
+            )
 
 
 class MatteStream(IterableDataset):
@@ -158,23 +178,107 @@ class MatteStream(IterableDataset):
             text = p.instruction
             if rng.uniform() < self.cfg.tail_prob:
                 text += TAILS[int(rng.integers(len(TAILS)))]
-            parts = part_masks(p.labels, p.edit_mask)  # (2, H, W)
-            soft = p.coverage if self.cfg.coverage_targets else parts  # what the matte learns
-            lab, lab_in = to_lab(np.stack([p.target, p.input]))
-            colours = np.stack([lab[m].mean(0) if m.any() else np.zeros(3) for m in parts])
-            inputs = np.stack([lab_in[m].mean(0) if m.any() else np.zeros(3) for m in parts])
+            item = pair_example(p.input, p.target, p.labels, p.edit_mask, p.coverage, self.cfg)
             for view in rng.permutation(8)[: self.cfg.views_per_pair]:
-                yield {
-                    "input": _to_tensor(_dihedral(p.input, view)),
-                    "parts": torch.from_numpy(
-                        np.stack([_dihedral(m, view) for m in soft]).astype(np.float32)
-                    ),
-                    "colours": torch.from_numpy((colours / LAB_SCALE).astype(np.float32)),
-                    "input_colours": torch.from_numpy((inputs / LAB_SCALE).astype(np.float32)),
-                    "counts": torch.from_numpy(parts.sum(axis=(1, 2)).astype(np.float32)),
-                    "edited": torch.from_numpy(parts.any(axis=(1, 2))),
-                    "instruction": text,
-                }
+                yield {**view_example(item, int(view)), "instruction": text}
+
+
+def pair_example(inp, target, labels, edit_mask, coverage, cfg: PretrainMatteConfig) -> dict:
+    """One pair's training example before views: what the matte learns (`parts`: the 0/1 edit regions,
+    or with `cfg.coverage_targets` each pixel's share) and the colour head's targets (per part, the
+    target's and the input's mean Lab / 100 under those weights, and their mass)."""
+    hard = part_masks(labels, edit_mask)  # (2, H, W)
+    soft = coverage.astype(np.float32) if cfg.coverage_targets else hard.astype(np.float32)
+    lab, lab_in = to_lab(np.stack([target, inp]))
+    mass = soft.sum(axis=(1, 2))
+    mean = lambda im: np.einsum("khw,hwc->kc", soft, im) / np.maximum(mass, 1e-6)[:, None]  # noqa: E731
+    return {
+        "input": inp,
+        "parts": soft,
+        "colours": (mean(lab) / LAB_SCALE).astype(np.float32),
+        "input_colours": (mean(lab_in) / LAB_SCALE).astype(np.float32),
+        "counts": mass.astype(np.float32),
+        "edited": hard.any(axis=(1, 2)),
+    }
+
+
+def view_example(item: dict, view: int) -> dict:
+    """Tensors of one dihedral view of `pair_example`'s item (and of `decoded` / `target` images)."""
+    out = {
+        "input": _to_tensor(_dihedral(item["input"], view)),
+        "parts": torch.from_numpy(np.stack([_dihedral(m, view) for m in item["parts"]])),
+        **{
+            k: torch.from_numpy(np.asarray(item[k])) for k in ("colours", "input_colours", "counts", "edited")
+        },
+    }
+    if "decoded" in item:  # the editor's own decode and the target, for the composite loss
+        out["decoded"] = _to_tensor(_dihedral(item["decoded"], view))
+        out["target"] = _to_tensor(_dihedral(item["target"], view))
+        out["outside"] = torch.from_numpy(~_dihedral(item["edit_mask"], view))[None].float()
+    return out
+
+
+class DecodeStream(IterableDataset):
+    """Endless dihedral views of the cached decodes (`build_decodes`), in a seeded random order."""
+
+    def __init__(self, cfg: PretrainMatteConfig, folder: Path, start_step: int = 0):
+        self.cfg, self.folder, self.start_step = cfg, folder, start_step
+
+    def __iter__(self):
+        chunks = [torch.load(f, weights_only=False) for f in sorted(self.folder.glob("chunk_*.pt"))]
+        items = [
+            {
+                **pair_example(
+                    *(c[k][i] for k in ("input", "target", "labels", "edit_mask", "coverage")), self.cfg
+                ),
+                "decoded": c["decoded"][i],
+                "target": c["target"][i],
+                "edit_mask": c["edit_mask"][i],
+                "instruction": c["instruction"][i],
+            }
+            for c in chunks
+            for i in range(len(c["input"]))
+        ]
+        info = get_worker_info()
+        rng = np.random.default_rng([self.cfg.seed, info.id if info is not None else 0, self.start_step, 11])
+        while True:
+            item = items[int(rng.integers(len(items)))]
+            yield {**view_example(item, int(rng.integers(8))), "instruction": item["instruction"]}
+
+
+@torch.no_grad()
+def build_decodes(pipe: EditPipeline, cfg: PretrainMatteConfig, folder: Path, chunk: int = 50) -> Path:
+    """Edit `cfg.composite_pairs` training pairs once with the frozen editor and keep its decodes
+    before the matte's composite, in chunks written atomically (an interrupted run resumes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    steps, text_scale, image_scale = cfg.composite_sampler
+    gen = EditPairGenerator(
+        seed=int(np.random.SeedSequence([cfg.seed, 13]).generate_state(1)[0]),
+        size=pipe.config.resolution,
+        kind_probs=cfg.kind_probs,
+        sim_input_prob=cfg.sim_input_prob,
+        with_coverage=True,
+    )
+    pipe.matte.eval()
+    for start in tqdm(range(0, cfg.composite_pairs, chunk), desc="decode pairs"):
+        pairs = gen.batch(min(chunk, cfg.composite_pairs - start))  # drawn even when cached: same pairs
+        path = folder / f"chunk_{start:06d}.pt"
+        if path.exists():
+            continue
+        decoded = pipe(
+            pairs["input"],
+            pairs["instruction"],
+            num_inference_steps=int(steps),
+            guidance_scale=text_scale,
+            image_guidance_scale=image_scale,
+            generator=torch.Generator().manual_seed(cfg.seed + start),
+            progress=False,
+            composite=False,
+        ).images
+        with atomic_path(path, suffix=".pt") as tmp:
+            torch.save({**pairs, "decoded": decoded}, tmp)
+    pipe.matte.train()
+    return folder
 
 
 def part_masks(labels: np.ndarray, edit_mask: np.ndarray) -> np.ndarray:
@@ -215,6 +319,13 @@ def matte_loss(pipe: EditPipeline, batch: dict, cfg: PretrainMatteConfig | None 
     target = batch["colours"].to(dev)
     err = ((pred - target) ** 2).mean(-1)  # (B, 2)
     colour = (err * edited).sum() / edited.sum().clamp(min=1)
+    if train_matte and cfg is not None and cfg.composite_weight > 0 and "decoded" in batch:
+        alpha = torch.sigmoid(logits.float()).sum(1, keepdim=True).clamp(max=1)
+        comp = image.float() + alpha * (batch["decoded"].to(dev) - image.float())
+        err_px = ((comp - batch["target"].to(dev)) ** 2).mean(1, keepdim=True)  # [-1, 1] units
+        outside = batch["outside"].to(dev)
+        per_pair = (err_px * outside).sum((1, 2, 3)) / outside.sum((1, 2, 3)).clamp(min=1)
+        loss = loss + cfg.composite_weight * (per_pair / MSE_25DB).mean()
     if cfg is not None and cfg.colour_loss == "criterion":
         w = batch["counts"].to(dev) * edited
         w = (w / w.sum(1, keepdim=True).clamp(min=1))[..., None]  # (B, 2, 1): the parts' share of the region
@@ -396,8 +507,12 @@ def run_pretrain_matte(cfg: PretrainMatteConfig) -> Path:
     size = pipe.config.resolution
     last = next((r for r in reversed(metrics.read()) if "eval_iou" in r), None)
     if step < cfg.steps:
+        if cfg.composite_weight > 0:
+            stream = DecodeStream(cfg, build_decodes(pipe, cfg, out / "decodes"), start_step=step)
+        else:
+            stream = MatteStream(cfg, size, start_step=step)
         loader = DataLoader(
-            MatteStream(cfg, size, start_step=step),
+            stream,
             batch_size=cfg.batch_size,
             num_workers=cfg.num_workers,
             persistent_workers=cfg.num_workers > 0,
