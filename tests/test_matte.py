@@ -145,7 +145,9 @@ def test_coverage_targets_are_the_edit_region_with_fractional_rims():
         np.testing.assert_array_equal(h["input"], c["input"])  # the same pairs and views
         assert torch.equal(h["edited"], c["edited"])
         # the colour targets become share-weighted part means: close to the 0/1 region's
-        assert (h["colours"] - c["colours"]).abs().max() < 0.1 and (h["counts"] - c["counts"]).abs().max() < 200
+        assert (h["colours"] - c["colours"]).abs().max() < 0.1 and (
+            h["counts"] - c["counts"]
+        ).abs().max() < 200
         frac = (c["parts"] > 0.02) & (c["parts"] < 0.98)
         assert frac.sum() > 20 and set(np.unique(h["parts"].numpy())) <= {0.0, 1.0}
         assert ((c["parts"] > 0.5) == (h["parts"] > 0.5)).float().mean() > 0.9
