@@ -18,7 +18,10 @@ colour of a part is what "make the table dark blue" pins down. A small head read
 predicts, per part, the mean CIE Lab colour of the renderings those words were said of (trained by
 MSE on the pair generator's targets). Each edited part's Lab mean is moved onto it, its texture kept:
 
-    lab += Σ_k α_k · (c_k − mean_{α_k}(lab))
+    lab += Σ_k α_k · (c_k − mean_{α_k > ½}(lab))
+
+(the mean over the pixels that are mostly part k: with a matte that gives rim pixels their share,
+the part's own pixels reach c_k and a rim pixel moves by its share).
 
 With `colour_from_input=True` the head also reads what the input frame already looks like where the
 matte says each part is (its α-weighted mean Lab and α's area per part): "make the table dark blue"
@@ -126,7 +129,10 @@ class EditMatte(ModelMixin, ConfigMixin):
             target = self.colours(text_embeds, image, parts).float()  # (B, 2, 3)
             for k in range(len(PARTS)):
                 w = parts[:, k : k + 1]  # (B, 1, H, W)
-                mean = (lab * w).sum((2, 3)) / w.sum((2, 3)).clamp(min=1e-6)  # (B, 3)
+                # the part's mean over the pixels that are mostly it (rims only partly shift)
+                inner = (w > 0.5).to(w.dtype)
+                inner = torch.where(inner.sum((2, 3), keepdim=True) > 0, inner, w)
+                mean = (lab * inner).sum((2, 3)) / inner.sum((2, 3)).clamp(min=1e-6)  # (B, 3)
                 lab = lab + w * (target[:, k] - mean)[:, :, None, None]
             out = lab_to_rgb(lab) * 2 - 1
         return out.clamp(-1, 1).to(edited.dtype)
