@@ -340,8 +340,10 @@ def matte_loss(pipe: EditPipeline, batch: dict, cfg: PretrainMatteConfig | None 
 @torch.no_grad()
 def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = None) -> dict:
     """IoU and pixel accuracy of α > 0.5 against the edit region, and the colour head's ΔE to the
-    target's part colours, on held-out pairs (seed 10 000); `eval_rim_error`: the mean |α − the edited
-    parts' share| over pixels that are neither wholly edited nor wholly untouched."""
+    target's part colours, on held-out pairs (seed 10 000); `eval_iou_share`: the IoU against the pixels
+    the edited parts make up more than half of (the edit region less the walls drawn over the table,
+    which no edit changes); `eval_rim_error`: the mean |α − the edited parts' share| over pixels that
+    are neither wholly edited nor wholly untouched."""
     pairs = EditPairGenerator(seed=10_000, size=size, with_coverage=True).batch(n)
     x = torch.stack([_to_tensor(im) for im in pairs["input"]]).to(pipe.device)
     text = pipe.encode_prompt(list(pairs["instruction"]))
@@ -364,12 +366,15 @@ def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = Non
     rim = (share > 0.01) & (share < 0.99)
     pred, true = alpha > 0.5, pairs["edit_mask"]
     iou = (pred & true).sum((1, 2)) / np.maximum((pred | true).sum((1, 2)), 1)
+    changed = share > 0.5  # what the edit changes: the region without walls drawn over the table
+    iou_share = (pred & changed).sum((1, 2)) / np.maximum((pred | changed).sum((1, 2)), 1)
     kept = ((~pred) & (~true)).sum((1, 2)) / np.maximum((~true).sum((1, 2)), 1)  # outside left alone
     if grid_path is not None:
         grey = lambda m: np.repeat((m[..., None] * 255).astype(np.uint8), 3, axis=-1)  # noqa: E731
         save_grid(grid_path, pairs["input"][:8], grey(alpha[:8]), grey(true[:8].astype(np.float32)))
     return {
         "eval_iou": float(iou.mean()),
+        "eval_iou_share": float(iou_share.mean()),
         "eval_outside_kept": float(kept.mean()),
         "eval_pixel_acc": float((pred == true).mean()),
         "eval_colour_delta_e": float(np.median(errors)),
@@ -476,9 +481,16 @@ def _what(cfg: PretrainMatteConfig, pipe: EditPipeline) -> str:
     head = f"a colour head (the mean Lab colour per edited part, from {reads}; {loss})"
     if not cfg.train_matte:
         return f"{head} only; the matte and everything else frozen"
+    target = "each pixel's share of the edited parts" if cfg.coverage_targets else "the exact edit regions"
+    composite = (
+        f" + {cfg.composite_weight} × the outside error of its composite of {cfg.composite_pairs} of the "
+        f"editor's own decodes (sampler {cfg.composite_sampler})"
+        if cfg.composite_weight > 0
+        else ""
+    )
     return (
         "edit matte: a UNet2DModel that reads the input frame and the instruction and says where the "
-        f"edit applies (per part), trained by per-pixel BCE against the exact edit regions, and {head}; "
+        f"edit applies (per part), trained by per-pixel BCE against {target}{composite}, and {head}; "
         "everything else frozen"
     )
 
