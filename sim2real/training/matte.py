@@ -17,7 +17,7 @@ matte's α is then fixed). Everything else in the editor is frozen and unchanged
 the text encoder is only read. With `composite_weight` the matte also learns from the editor's own
 decodes: `composite_pairs` pairs are edited once by the frozen editor (`DIR/decodes/`, resumable), and
 the composite of each decode over its input is compared with the target outside the edit region, per
-pair relative to the 25 dB threshold of the edit-success criterion (docs/base_editor.md, stage 7).
+pair relative to the 25 dB threshold of the edit-success criterion (docs/base_editor.md, stages 7–8).
 `DIR/model/` is the whole editor with the matte, `TRAINING.json` gains a
 history entry. Resumable: rerunning the same command continues from `DIR/checkpoint.pt`.
 """
@@ -239,6 +239,8 @@ class DecodeStream(IterableDataset):
             for c in chunks
             for i in range(len(c["input"]))
         ]
+        if not items:
+            raise Sim2RealError(f"no decoded pairs in {self.folder} (delete it and rerun to decode them)")
         info = get_worker_info()
         rng = np.random.default_rng([self.cfg.seed, info.id if info is not None else 0, self.start_step, 11])
         while True:
@@ -362,11 +364,11 @@ def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = Non
         region, edit = (share[:, None] * colours[i]).sum(0), pairs["edit_mask"][i]
         tgt, inp = lab[i][edit].mean(0), lab_in[i][edit].mean(0)
         colour_ok.append(np.linalg.norm(region - tgt) <= 0.5 * np.linalg.norm(inp - tgt))
-    share = pairs["coverage"].sum(1).clip(0, 1)  # (n, H, W)
-    rim = (share > 0.01) & (share < 0.99)
+    cover = pairs["coverage"].sum(1).clip(0, 1)  # (n, H, W): the edited parts' share of each pixel
+    rim = (cover > 0.01) & (cover < 0.99)
     pred, true = alpha > 0.5, pairs["edit_mask"]
     iou = (pred & true).sum((1, 2)) / np.maximum((pred | true).sum((1, 2)), 1)
-    changed = share > 0.5  # what the edit changes: the region without walls drawn over the table
+    changed = cover > 0.5  # what the edit changes: the region without walls drawn over the table
     iou_share = (pred & changed).sum((1, 2)) / np.maximum((pred | changed).sum((1, 2)), 1)
     kept = ((~pred) & (~true)).sum((1, 2)) / np.maximum((~true).sum((1, 2)), 1)  # outside left alone
     if grid_path is not None:
@@ -379,7 +381,7 @@ def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = Non
         "eval_pixel_acc": float((pred == true).mean()),
         "eval_colour_delta_e": float(np.median(errors)),
         "eval_colour_ok": float(np.mean(colour_ok)),
-        "eval_rim_error": float(np.abs(alpha - share)[rim].mean()),
+        "eval_rim_error": float(np.abs(alpha - cover)[rim].mean()),
     }
 
 
