@@ -77,6 +77,28 @@ def test_colour_calibration_moves_the_part_mean_onto_the_words_colour():
     assert rgb_to_lab((calibrated + 1) / 2)[0, 0].std() > 0.5 * rgb_to_lab((plain + 1) / 2)[0, 0].std()
 
 
+def test_calibration_sets_the_parts_own_pixels_and_moves_a_rim_by_its_share(monkeypatch):
+    matte = EditMatte((8, 8), text_dim=16)
+    last = matte.colour_head[-1]
+    torch.nn.init.zeros_(last.weight)
+    with torch.no_grad():  # the words name Lab (40, 20, -30) for the table
+        last.bias.copy_(torch.tensor([40.0, 20.0, -30.0, 0.0, 0.0, 0.0]) / 100)
+    logits = torch.full((1, 2, 16, 16), -40.0)
+    logits[0, 0, :, :8] = 40.0  # the table: the left half
+    logits[0, 0, :, 8] = 0.0  # a rim column, half table (α = ½)
+    monkeypatch.setattr(matte, "forward", lambda image, text: logits)
+    image, text = torch.full((1, 3, 16, 16), 0.2), torch.randn(1, 5, 16)
+    edited = image.clone()
+    edited[..., 8] = -0.8  # the decode darkens the rim: it must not pull the part's mean
+    before = rgb_to_lab((matte.composite(edited, image, text) + 1) / 2)[0]
+    lab = rgb_to_lab((matte.composite(edited, image, text, calibrate=True) + 1) / 2)[0]
+    want = torch.tensor([40.0, 20.0, -30.0])
+    torch.testing.assert_close(lab[:, :, :8].mean((1, 2)), want, atol=1.0, rtol=0)  # the part itself
+    shift = want - before[:, :, :8].mean((1, 2))
+    torch.testing.assert_close(lab[:, :, 8].mean(1), before[:, :, 8].mean(1) + shift / 2, atol=1.0, rtol=0)
+    torch.testing.assert_close(lab[:, :, 9:], before[:, :, 9:], atol=0.5, rtol=0)  # untouched
+
+
 def test_pipeline_decodes_through_the_matte_only_with_the_instruction(tmp_path):
     pipe = build_editor(EditorConfig(**SMALL, matte_channels=[8, 8]))
     assert pipe.matte is not None and "matte" in pipe.modules
@@ -189,7 +211,7 @@ def test_matte_training_lowers_the_loss_exports_and_resumes(tmp_path):
     assert max(steps) == 3 and steps.count(3) >= 1 and steps.count(1) == 1
 
 
-def test_composite_training_decodes_once_and_learns_to_keep_the_outside(tmp_path):
+def test_composite_training_decodes_once_and_its_term_penalises_the_decode_outside(tmp_path):
     base = build_editor(EditorConfig(**SMALL, matte_channels=[8, 8])).save_pretrained(tmp_path / "base")
     cfg = PretrainMatteConfig(
         out=str(tmp_path / "run"), init=str(base), steps=2, batch_size=4, num_workers=0, eval_every=2,
