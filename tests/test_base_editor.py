@@ -98,7 +98,7 @@ def test_only_the_edited_parts_share_of_a_pixel_changes():
         np.testing.assert_array_equal(a[key], b[key])
     assert b["coverage"].shape == (3, 2, 96, 96)
     p = EditPairGenerator(seed=2, kinds=("foreground",)).sample()
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="kind must be one of"):
         edit_coverage(np.zeros(5), p.source, "nothing")
 
 

@@ -346,6 +346,8 @@ def test_criterion_colour_training_moves_only_the_head_and_lowers_the_smooth_cri
         assert matte_loss(pipe, batch, cfg=cfg).item() < first
     with pytest.raises(ValueError, match="colour_loss"):
         PretrainMatteConfig(out="x", colour_loss="l1")
+    with pytest.raises(ValueError, match="composite_weight trains the matte"):
+        PretrainMatteConfig(out="x", composite_weight=1.0, train_matte=False)
     with pytest.raises(ValueError, match="boundary_weight"):
         PretrainMatteConfig(out="x", boundary_weight=0)
 

@@ -144,9 +144,10 @@ def part_coverage(state: np.ndarray, appearance: Appearance, size: int = 96) -> 
 
 def edit_coverage(state: np.ndarray, appearance: Appearance, kind: str, size: int = 96) -> np.ndarray:
     """`part_coverage` of the parts an edit of `kind` changes (the others zero) → (2, H, W) float32."""
-    cov = part_coverage(state, appearance, size)
-    edited = {"background": (1, 0), "foreground": (0, 1), "both": (1, 1)}[kind]
-    return cov * np.asarray(edited, np.float32)[:, None, None]
+    edited = {"background": (1, 0), "foreground": (0, 1), "both": (1, 1)}.get(kind)
+    if edited is None:
+        raise ValueError(f"kind must be one of {EDIT_KINDS}; got {kind!r}")
+    return part_coverage(state, appearance, size) * np.asarray(edited, np.float32)[:, None, None]
 
 
 def _copy_fields(dst: Appearance, src: Appearance, fields: Sequence[str]) -> Appearance:

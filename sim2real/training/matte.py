@@ -154,6 +154,8 @@ class PretrainMatteConfig:
                 f"[steps, text, image]; got {self.composite_weight=}, {self.composite_pairs=}, "
                 f"{self.composite_sampler=}"
             )
+        if self.composite_weight > 0 and not self.train_matte:
+            raise ValueError("composite_weight trains the matte; it does nothing with train_matte=false")
 
 
 class MatteStream(IterableDataset):
