@@ -70,7 +70,7 @@ def test_only_the_edited_parts_share_of_a_pixel_changes():
     # a table edit changes nothing else: not the T's pattern (its seed used to follow the table's),
     # not the goal marker (the shadow falling on it used to be redrawn with the table)
     gen = EditPairGenerator(seed=2, kinds=("background", "both"), with_coverage=True)
-    seen = {"textured t": 0, "shadow": 0}
+    seen = {"textured t": 0, "shadow": 0, "walls changed": 0}
     for _ in range(60):
         p = gen.sample()
         assert p.coverage.shape == (2, 96, 96) and p.coverage.dtype == np.float32
@@ -79,6 +79,7 @@ def test_only_the_edited_parts_share_of_a_pixel_changes():
             assert p.coverage[1].max() == 0  # the T is not part of a table edit
             seen["textured t"] += p.source.t_texture != "none"
             seen["shadow"] += p.source.shadow_strength > 0
+            seen["walls changed"] += p.source.wall_color != p.target_appearance.wall_color
         untouched = p.coverage.sum(0) == 0
         diff = np.abs(p.input.astype(int) - p.target.astype(int)).max(-1)
         if p.kind == "background":
@@ -87,10 +88,9 @@ def test_only_the_edited_parts_share_of_a_pixel_changes():
             assert (diff[untouched] > 1).mean() < 0.02, p.instruction
         share = p.coverage.sum(0)
         assert ((share > 0.02) & (share < 0.98)).sum() > 20  # rims are fractions
-        walls = p.source.wall_color is not None
-        if not walls:  # the 0/1 edit region is the share rounded, up to the rims
-            assert ((share > 0.5) == p.edit_mask).mean() > 0.97
-    assert seen["textured t"] >= 2 and seen["shadow"] >= 2
+        # the 0/1 edit region is the share rounded, up to the rims (walls count as table)
+        assert ((share > 0.5) == p.edit_mask).mean() > 0.97
+    assert seen["textured t"] >= 2 and seen["shadow"] >= 2 and seen["walls changed"] >= 2
     # asking for coverage draws nothing extra: the same pairs
     a = EditPairGenerator(seed=2, kinds=("background", "both")).batch(3)
     b = EditPairGenerator(seed=2, kinds=("background", "both"), with_coverage=True).batch(3)

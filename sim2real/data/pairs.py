@@ -37,6 +37,8 @@ EDIT_KINDS: tuple[str, ...] = ("background", "foreground", "both")
 # Which appearance fields each edit kind changes. Lighting, shadows, vignette, blur and noise stay, so
 # that everything outside the edited region is identical between input and target (a shadow falls on
 # the goal marker too, and the T's pattern seed is pinned in table edits: `EditPairGenerator.sample`).
+# Diffusion Policy's wall segments are drawn on the table and belong to it: a new table is drawn with
+# its own walls or none (a real table has none), so "make the table wooden" also removes `sim`'s walls.
 TABLE_FIELDS = (
     "table_texture",
     "table_color",
@@ -45,6 +47,7 @@ TABLE_FIELDS = (
     "table_contrast",
     "table_angle",
     "texture_seed",
+    "wall_color",
 )
 T_FIELDS = ("t_color", "t_outline_color", "t_texture", "t_color2", "t_texture_scale")
 
@@ -118,6 +121,7 @@ def part_coverage(state: np.ndarray, appearance: Appearance, size: int = 96) -> 
     part a pixel further. An edit of the table changes such a pixel by its table share only, which is
     what this measures: the part is rendered flat black and flat white, everything else fixed, with the
     appearance's blur but no lighting or noise, and the difference is the part's share of each pixel.
+    Walls are drawn on the table and count as table (a table edit re-draws or removes them).
     """
     flat = dict(light_strength=0.0, vignette=0.0, noise_sigma=0.0, shadow_strength=0.0, name="coverage")
     black, white = [0, 0, 0], [255, 255, 255]
@@ -128,6 +132,7 @@ def part_coverage(state: np.ndarray, appearance: Appearance, size: int = 96) -> 
             table_texture="flat",
             table_color=table,
             table_color2=table,
+            wall_color=None if appearance.wall_color is None else table,
             t_color=t,
             t_texture="none",
             t_outline_color=None if appearance.t_outline_color is None else t,
