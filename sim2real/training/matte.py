@@ -471,6 +471,7 @@ def _export(
         }
     )
     info["history"] = history
+    info["total_steps"] = int(info.get("total_steps", 0)) + step  # over every stage of this editor
     write_json(folder / "TRAINING.json", info)
     return folder
 
