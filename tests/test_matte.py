@@ -177,7 +177,9 @@ def test_coverage_targets_are_the_edit_region_with_fractional_rims():
 
 def test_matte_training_lowers_the_loss_exports_and_resumes(tmp_path):
     base = build_editor(EditorConfig(**SMALL)).save_pretrained(tmp_path / "base")
-    (base / "TRAINING.json").write_text(json.dumps({"history": [{"stage": 1, "what": "unet"}], "total_steps": 5}))
+    (base / "TRAINING.json").write_text(
+        json.dumps({"history": [{"stage": 1, "what": "unet"}], "total_steps": 5})
+    )
     cfg = PretrainMatteConfig(
         out=str(tmp_path / "run"), init=str(base), channels=[8, 8], steps=2, batch_size=4,
         num_workers=0, eval_every=2, eval_pairs=2, checkpoint_every=1, log_every=1, lr=1e-2,
@@ -266,7 +268,9 @@ def test_shipped_editor_matte_finds_the_edit_region():
     pipe = load_base_editor()
     assert pipe.matte is not None
     scores = evaluate(pipe, 8, pipe.config.resolution)
-    assert scores["eval_iou"] > 0.9 and scores["eval_outside_kept"] > 0.9
+    # trained on each pixel's share of the parts, so scored against the shares (eval_iou_share); against
+    # the 0/1 pixel-centre regions (eval_iou) it scores lower (0.83 on these 8 pairs)
+    assert scores["eval_iou_share"] > 0.9 and scores["eval_iou"] > 0.8 and scores["eval_outside_kept"] > 0.9
     assert scores["eval_colour_delta_e"] < 20
     # the same frame, two instructions: the table, then the T
     pair = EditPairGenerator(seed=5, kinds=("background",)).sample()
@@ -278,6 +282,23 @@ def test_shipped_editor_matte_finds_the_edit_region():
     table, t = masks["make the table dark wood"], masks["turn the t-shaped block orange"]
     assert (table == (pair.labels == 0)).mean() > 0.95
     assert (t == (pair.labels == 1)).mean() > 0.95
+    # Diffusion Policy's walls are drawn on the table: a table edit of a `sim` frame covers them
+    import dataclasses
+
+    from envs.pusht.appearance import load_appearance
+    from envs.pusht.physics import sample_initial_state
+    from envs.pusht.render import render_state
+
+    sim = load_appearance("sim")
+    state = sample_initial_state(np.random.default_rng(0))
+    frame, labels = render_state(state, sim, 96)
+    bare, _ = render_state(state, dataclasses.replace(sim, wall_color=None), 96)
+    walls = (np.abs(frame.astype(int) - bare.astype(int)).max(-1) > 20) & (labels == 0)
+    assert walls.sum() > 200
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1
+    with torch.no_grad():
+        alpha = torch.sigmoid(pipe.matte(x, pipe.encode_prompt(["make the table dark wood"])))[0, 0]
+    assert alpha.numpy()[walls].mean() > 0.9
 
 
 def test_colour_features_are_the_inputs_part_means():
@@ -336,7 +357,7 @@ def test_criterion_colour_training_moves_only_the_head_and_lowers_the_smooth_cri
     # a fixed batch: the smooth criterion falls as the head learns, the matte gets no gradient
     batch = next(iter(torch.utils.data.DataLoader(MatteStream(cfg, 32), batch_size=16)))
     pipe.matte.requires_grad_(True)
-    opt = torch.optim.AdamW(pipe.matte.colour_head.parameters(), lr=3e-2)
+    opt = torch.optim.AdamW(pipe.matte.colour_head.parameters(), lr=3e-3)  # 1e-2 and up oscillate
     with torch.no_grad():
         first = matte_loss(pipe, batch, cfg=cfg).item()
     for _ in range(30):
@@ -345,7 +366,7 @@ def test_criterion_colour_training_moves_only_the_head_and_lowers_the_smooth_cri
         opt.step()
         opt.zero_grad()
     with torch.no_grad():
-        assert matte_loss(pipe, batch, cfg=cfg).item() < first
+        assert matte_loss(pipe, batch, cfg=cfg).item() < 0.8 * first
     with pytest.raises(ValueError, match="colour_loss"):
         PretrainMatteConfig(out="x", colour_loss="l1")
     with pytest.raises(ValueError, match="composite_weight trains the matte"):
