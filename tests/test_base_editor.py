@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from sim2real.training.base_editor import (
     PretrainEditorConfig,
     _protect_mask,
     eval_pairs,
+    export,
     load_base_editor,
     setup,
     train_step,
@@ -182,6 +184,8 @@ def test_refiner_starts_as_identity_and_trains_alone(tmp_path):
     base_cfg = _tiny_cfg(tmp_path / "base", style_prob=0.0)
     base = build_editor(base_cfg.editor)
     base.save_pretrained(tmp_path / "init")
+    record = {"history": [{"stage": 1, "what": "unet"}], "total_steps": 7, "note": "made here"}
+    (tmp_path / "init" / "TRAINING.json").write_text(json.dumps(record))
     cfg = _tiny_cfg(
         tmp_path / "run",
         style_prob=0.0,
@@ -213,6 +217,11 @@ def test_refiner_starts_as_identity_and_trains_alone(tmp_path):
     for k, v in pipe.unet.state_dict().items():
         torch.testing.assert_close(v, frozen[k], rtol=0, atol=0)
     assert any(not torch.equal(v, refiner_before[k]) for k, v in pipe.refiner.state_dict().items())
+    # the exported editor keeps the init editor's record and appends this stage
+    state.step = 2
+    info = json.loads((export(cfg, state, tmp_path / "out") / "TRAINING.json").read_text())
+    assert [h["stage"] for h in info["history"]] == [1, 2] and info["note"] == "made here"
+    assert info["history"][-1]["what"].startswith("refiner") and info["total_steps"] == 7 + 2
 
 
 def test_text_refiner_grows_from_a_text_blind_one_and_reads_the_instruction(tmp_path):

@@ -462,10 +462,30 @@ def export(cfg: PretrainEditorConfig, state: TrainState, folder: Path) -> Path:
         )
         pipe.save_pretrained(folder)
     evals = [r for r in MetricsLogger(cfg.out).read() if "eval_success" in r]
-    write_json(
-        folder / "TRAINING.json",
+    command = " ".join(["sim2real", "pretrain-editor", *sys.argv[2:]]) if sys.argv else ""
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    last = evals[-1] if evals else None
+    # the init editor's record (every stage that made it) is kept and this run appended
+    init_record = Path(cfg.init) / "TRAINING.json" if cfg.init else None
+    info = json.loads(init_record.read_text()) if init_record and init_record.exists() else {}
+    history = list(info.get("history", []))
+    history.append(
         {
-            "command": " ".join(["sim2real", "pretrain-editor", *sys.argv[2:]]) if sys.argv else "",
+            "stage": len(history) + 1,
+            "command": command,
+            "steps": state.step,
+            "train_seconds": round(state.train_seconds, 1),
+            "samples": state.step * cfg.batch_size,
+            "machine": f"{platform.platform()}, torch {torch.__version__}, {device}",
+            "what": f"{', '.join(cfg.train_modules)} by the InstructPix2Pix objective on edit pairs; "
+            "everything else frozen",
+            "config": to_dict(cfg),
+            "last_eval": last,
+        }
+    )
+    info.update(
+        {
+            "command": command,
             "config": to_dict(cfg),
             "steps": state.step,
             "train_seconds": round(state.train_seconds, 1),
@@ -473,11 +493,14 @@ def export(cfg: PretrainEditorConfig, state: TrainState, folder: Path) -> Path:
                 "platform": platform.platform(),
                 "python": platform.python_version(),
                 "torch": torch.__version__,
-                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+                "device": device,
             },
-            "last_eval": evals[-1] if evals else None,
-        },
+            "last_eval": last,
+            "history": history,
+            "total_steps": int(info.get("total_steps", 0)) + state.step,
+        }
     )
+    write_json(folder / "TRAINING.json", info)
     return folder
 
 
