@@ -53,7 +53,8 @@ def main() -> None:
                 if args.dry_run:
                     print(" ".join(map(str, cmd)))
                 elif not table.exists():
-                    subprocess.run([str(c) for c in cmd], check=True)
+                    if subprocess.run([str(c) for c in cmd]).returncode != 0:
+                        sys.exit(f"error: {Path(str(cmd[1])).name} {cmd[3]} failed for {name}, seed {seed}")
             if args.dry_run:
                 continue
             by = {r["method"]: r for r in csv.DictReader(table.open())}
