@@ -49,12 +49,12 @@ def main() -> None:
                  "--out", out / "table1", "--frames", str(args.frames), "--sweep", "3",
                  "--threads", str(args.threads)],
             ]  # fmt: skip
-            for cmd in cmds:
+            for step, cmd in zip(("specialize", "eval_specialist.py"), cmds, strict=True):
                 if args.dry_run:
                     print(" ".join(map(str, cmd)))
                 elif not table.exists():
                     if subprocess.run([str(c) for c in cmd]).returncode != 0:
-                        sys.exit(f"error: {Path(str(cmd[1])).name} {cmd[3]} failed for {name}, seed {seed}")
+                        sys.exit(f"error: {step} failed for {name}, seed {seed} (see above)")
             if args.dry_run:
                 continue
             by = {r["method"]: r for r in csv.DictReader(table.open())}
