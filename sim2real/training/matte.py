@@ -345,9 +345,9 @@ def matte_loss(pipe: EditPipeline, batch: dict, cfg: PretrainMatteConfig | None 
 def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = None) -> dict:
     """IoU and pixel accuracy of α > 0.5 against the edit region, and the colour head's ΔE to the
     target's part colours, on held-out pairs (seed 10 000); `eval_iou_share`: the IoU against the pixels
-    the edited parts make up more than half of (the edit region less the walls drawn over the table,
-    which no edit changes); `eval_rim_error`: the mean |α − the edited parts' share| over pixels that
-    are neither wholly edited nor wholly untouched."""
+    the edited parts make up more than half of (the edit region rounded by shares rather than by pixel
+    centres); `eval_rim_error`: the mean |α − the edited parts' share| over pixels that are neither
+    wholly edited nor wholly untouched."""
     pairs = EditPairGenerator(seed=10_000, size=size, with_coverage=True).batch(n)
     x = torch.stack([_to_tensor(im) for im in pairs["input"]]).to(pipe.device)
     text = pipe.encode_prompt(list(pairs["instruction"]))
@@ -370,7 +370,7 @@ def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = Non
     rim = (cover > 0.01) & (cover < 0.99)
     pred, true = alpha > 0.5, pairs["edit_mask"]
     iou = (pred & true).sum((1, 2)) / np.maximum((pred | true).sum((1, 2)), 1)
-    changed = cover > 0.5  # what the edit changes: the region without walls drawn over the table
+    changed = cover > 0.5  # what the edit changes, by share
     iou_share = (pred & changed).sum((1, 2)) / np.maximum((pred | changed).sum((1, 2)), 1)
     kept = ((~pred) & (~true)).sum((1, 2)) / np.maximum((~true).sum((1, 2)), 1)  # outside left alone
     if grid_path is not None:
