@@ -6,6 +6,7 @@ paired sign test of the base against each other editor printed), and an image gr
     python scripts/eval_base_editor.py --pairs 48 --sweep --compare OTHER_EDITOR_DIR
     python scripts/eval_base_editor.py --pairs 48 --setting 10 1.5 1.5   # one fixed setting
     python scripts/eval_base_editor.py --pairs 48 --sweep --ablate       # + without matte / calibration
+    python scripts/eval_base_editor.py --pairs 200 --words coarse         # only coarse-word instructions
 
 Held-out pairs come from a seed range the training streams never use (states and appearance draws
 never seen in training). With `--sweep`, sampler settings are compared on a separate validation draw
@@ -14,6 +15,9 @@ reported numbers are not picked on the pairs they are measured on. Metrics (sim2
 distance to the target ≤ 50% of the input's AND PSNR outside the edit ≥ 25 dB), boundary edge F1
 (2-px tolerance, band around object boundaries), PSNR outside the edited region against the target
 rendering (`success_vs_input` / `outside_ok_vs_input`: the earlier reference, the input).
+`--words` picks how closely the instructions name the colours ("light blue fabric" or "very light
+muted blue fabric"; default: the generator's mix, reported per kind of words too); the pairs' states and
+looks are the same whichever is picked.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from sim2real.training.editor_metrics import pair_metrics
 SETTING = ("editor", "split", "steps", "text_cfg", "image_cfg")
 PAIR_FIELDS = [  # pairs.csv: one row per pair and editor
     *SETTING,
-    *("pair", "kind", "success", "colour_ok", "lab_ratio", "psnr_outside", "psnr_outside_vs_input"),
+    *("pair", "kind", "detail", "success", "colour_ok", "lab_ratio", "psnr_outside", "psnr_outside_vs_input"),
     "boundary_f1",
 ]
 
@@ -58,12 +62,17 @@ def summarise(name: str, pairs: dict, outputs: np.ndarray, seconds: float, **ext
     for k in ("background", "foreground", "both"):
         if (kinds == k).any():
             row[f"success_{k}"] = m.success[kinds == k].mean()
+    details = np.array(pairs["detail"])
+    for k in ("coarse", "fine"):
+        if (details == k).any():
+            row[f"success_{k}_words"] = m.success[details == k].mean()
     setting = {k: v for k, v in row.items() if k in SETTING}
     row["_pairs"] = [  # one row per pair, for paired comparisons (pairs.csv)
         {
             **setting,
             "pair": i,
             "kind": kinds[i],
+            "detail": details[i],
             "success": int(m.success[i]),
             "colour_ok": int(m.lab_ratio[i] <= 0.5),
             "lab_ratio": float(m.lab_ratio[i]),
@@ -123,11 +132,18 @@ def main() -> None:
         metavar=("STEPS", "S_T", "S_I"),
         help="sampler setting measured on the test pairs without --sweep (default: 10 3.0 1.5)",
     )
+    ap.add_argument(
+        "--words",
+        choices=("mixed", "coarse", "fine"),
+        default="mixed",
+        help="instructions in coarse words, fine words, or the generator's mix of both (default)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pairs = eval_pairs(args.pairs)
+    fine_words = {"mixed": None, "coarse": 0.0, "fine": 1.0}[args.words]
+    pairs = eval_pairs(args.pairs, fine_words=fine_words)
     rows = [summarise("identity", pairs, pairs["input"].copy(), 0.0, split="test")]
 
     untrained = build_editor(EditorConfig())
@@ -139,7 +155,7 @@ def main() -> None:
     base = load_base_editor(args.base)
     chosen = (int(args.setting[0]), args.setting[1], args.setting[2])
     if args.sweep:
-        val = eval_pairs(args.pairs, seed=20_000)
+        val = eval_pairs(args.pairs, seed=20_000, fine_words=fine_words)
         settings = [
             (10, 3.0, 1.5),
             (10, 1.5, 1.5),

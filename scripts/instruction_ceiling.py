@@ -3,8 +3,10 @@
     python scripts/instruction_ceiling.py --train 20000 --test 2000
 
 Edit success (scripts/eval_base_editor.py) asks the edited region's mean Lab colour to move at least
-halfway from the input's to the target rendering's. The instruction names the target in coarse words
-("make the table dark grey-blue wood"), and many target draws share those words. This script estimates
+halfway from the input's to the target rendering's. The instruction names the target in words
+("make the table dark grey-blue wood"), and many target draws share those words. The pair generator
+says them in coarse or (for half of the pairs) fine detail ("make the table very dark muted blue
+wood"); every oracle is computed for each, as if all instructions used it. This script estimates
 what an editor that knows only the words (plus the input frame) can reach at best, by oracles that
 never see the target rendering:
 
@@ -17,7 +19,7 @@ never see the target rendering:
   words could mean, given this input's colour (the tolerance is half the input's distance).
 
 It prints the fraction of held-out test pairs (seed 10 000, the eval's stream) whose ratio is ≤ 0.5
-for each oracle, split by edit kind, and writes a CSV.
+for each oracle and kind of words, split by edit kind, and writes a CSV.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from envs.pusht.appearance import describe_appearance
 from sim2real.data.pairs import EditPairGenerator
 from sim2real.training.editor_metrics import to_lab
 
+DETAILS = ("coarse", "fine")  # how closely the instruction names the colours (describe_appearance)
+
 
 def collect(seed: int, n: int, desc: str) -> list[dict]:
     gen = EditPairGenerator(seed=seed)
@@ -41,7 +45,7 @@ def collect(seed: int, n: int, desc: str) -> list[dict]:
     for _ in tqdm(range(n), desc=desc, mininterval=5):
         p = gen.sample()
         lab_t, lab_i = to_lab(p.target[None])[0], to_lab(p.input[None])[0]
-        words = describe_appearance(p.target_appearance)
+        words = {d: describe_appearance(p.target_appearance, d) for d in DETAILS}
         src = p.source
         light = (round(float(src.light_strength) * 4), round(float(src.vignette) * 5))
         row = {"kind": p.kind, "light": light}
@@ -49,22 +53,19 @@ def collect(seed: int, n: int, desc: str) -> list[dict]:
             m = p.labels == label
             row[f"{part}_n"] = int(m.sum())
             row[f"{part}_tgt"] = lab_t[m].mean(0) if m.any() else np.zeros(3)
-            row[f"{part}_words"] = words[key]
+            for d in DETAILS:
+                row[f"{part}_words_{d}"] = words[d][key]
         row["tgt"] = lab_t[p.edit_mask].mean(0)
         row["inp"] = lab_i[p.edit_mask].mean(0)
         rows.append(row)
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", type=int, default=20000)
-    ap.add_argument("--test", type=int, default=2000)
-    ap.add_argument("--out", default="runs/instruction_ceiling")
-    args = ap.parse_args()
-    train = collect(0, args.train, "training pairs")
-    test = collect(10_000, args.test, "test pairs")
-
+def ceilings(train: list[dict], test: list[dict], detail: str) -> list[dict]:
+    """The four oracles' colour-ok rates on `test` when the instructions use `detail` words."""
+    for r in train + test:
+        for part in ("table", "t"):
+            r[f"{part}_words"] = r[f"{part}_words_{detail}"]
     tables: dict[str, dict] = {"words": defaultdict(list), "words+light": defaultdict(list)}
     for r in train:
         for part in ("table", "t"):
@@ -118,8 +119,6 @@ def main() -> None:
         best = samples[int(hits.argmax())]
         return float(np.linalg.norm(best - r["tgt"]) / max(np.linalg.norm(r["inp"] - r["tgt"]), 1e-6))
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     results = []
     for oracle in ("words", "words+light", "words (best point)", "words+input (Bayes)"):
         ratios = np.array(
@@ -132,6 +131,7 @@ def main() -> None:
         )
         kinds = np.array([r["kind"] for r in test])
         row = {
+            "words": detail,
             "oracle": oracle,
             "colour_ok": float((ratios <= 0.5).mean()),
             "colour_ok_first48": float((ratios[:48] <= 0.5).mean()),  # the eval's 48 test pairs
@@ -141,6 +141,21 @@ def main() -> None:
             row[f"colour_ok_{k}"] = float((ratios[kinds == k] <= 0.5).mean())
         results.append(row)
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train", type=int, default=20000)
+    ap.add_argument("--test", type=int, default=2000)
+    ap.add_argument("--out", default="runs/instruction_ceiling")
+    args = ap.parse_args()
+    train = collect(0, args.train, "training pairs")
+    test = collect(10_000, args.test, "test pairs")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = [row for detail in DETAILS for row in ceilings(train, test, detail)]
     d_in = np.array([np.linalg.norm(r["inp"] - r["tgt"]) for r in test])
     print(
         f"input→target mean-Lab distance: median {np.median(d_in):.1f}, <10 ΔE on {(d_in < 10).mean():.0%} of pairs"

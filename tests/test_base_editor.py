@@ -68,6 +68,27 @@ def test_instructions_cover_both_edit_kinds_and_name_the_change():
         }
 
 
+def test_fine_words_change_only_the_instruction():
+    coarse = EditPairGenerator(seed=5, fine_words=0.0).batch(12)
+    fine = EditPairGenerator(seed=5, fine_words=1.0).batch(12)
+    mixed = EditPairGenerator(seed=5).batch(12)
+    for key in ("input", "target", "labels", "edit_mask"):  # same states, looks and renderings
+        np.testing.assert_array_equal(coarse[key], fine[key])
+        np.testing.assert_array_equal(coarse[key], mixed[key])
+    assert set(coarse["detail"]) == {"coarse"} and set(fine["detail"]) == {"fine"}
+    assert set(mixed["detail"]) == {"coarse", "fine"}
+    for i, d in enumerate(mixed["detail"]):
+        assert mixed["instruction"][i] == (coarse if d == "coarse" else fine)["instruction"][i]
+    # fine words say more: some instructions differ, and they use words the coarse ones never do
+    assert sum(c != f for c, f in zip(coarse["instruction"], fine["instruction"], strict=True)) >= 6
+    extra = {"very", "muted", "bright"}
+    assert not extra & {w for t in coarse["instruction"] for w in t.split()}
+    assert extra & {w for t in fine["instruction"] for w in t.split()}
+    assert extra <= set(instruction_vocabulary())
+    with pytest.raises(ValueError, match="fine_words"):
+        EditPairGenerator(fine_words=1.5)
+
+
 def test_only_the_edited_parts_share_of_a_pixel_changes():
     # a table edit changes nothing else: not the T's pattern (its seed used to follow the table's),
     # not the goal marker (the shadow falling on it used to be redrawn with the table)
@@ -336,7 +357,19 @@ def test_eval_script_writes_metrics_per_pair_rows_and_a_paired_comparison(tmp_pa
     import sys
 
     out = tmp_path / "eval"
-    argv = ["eval_base_editor.py", "--out", str(out), "--pairs", "2", "--setting", "2", "1.5", "1.5"]
+    argv = [
+        "eval_base_editor.py",
+        "--out",
+        str(out),
+        "--pairs",
+        "2",
+        "--setting",
+        "2",
+        "1.5",
+        "1.5",
+        "--words",
+        "fine",
+    ]
     root = Path(__file__).resolve().parents[1]
     monkeypatch.setattr(sys, "argv", [*argv, "--compare", str(root / "sim2real" / "assets" / "base_editor")])
     runpy.run_path(str(root / "scripts" / "eval_base_editor.py"), run_name="__main__")
@@ -344,6 +377,8 @@ def test_eval_script_writes_metrics_per_pair_rows_and_a_paired_comparison(tmp_pa
     assert [r["editor"] for r in rows] == ["identity", "untrained", "base", "compare"]
     pairs = list(csv.DictReader(open(out / "pairs.csv")))
     assert len(pairs) == 4 * 2 and {p["pair"] for p in pairs} == {"0", "1"}
+    assert {p["detail"] for p in pairs} == {"fine"} and "success_coarse_words" not in rows[0]
+    assert rows[2]["success_fine_words"] == rows[2]["success"]
     base = [p for p in pairs if p["editor"] == "base"]
     assert float(rows[2]["success"]) == sum(int(p["success"]) for p in base) / 2
     # the same editor against itself: no pair differs

@@ -14,6 +14,7 @@ from gymnasium.utils.env_checker import check_env
 import envs.pusht  # noqa: F401  (registers the env id)
 from envs.pusht.appearance import (
     Appearance,
+    color_name,
     delta_e,
     describe_appearance,
     in_held_out_band,
@@ -185,6 +186,30 @@ def test_describe_words():
         table_texture="marble", table_color=[240, 240, 240], table_color2=[200, 200, 200], table_contrast=0.3
     )
     assert describe_appearance(marble)["table"] == "white marble"
+
+
+def test_fine_words_name_lightness_saturation_and_a_woods_hue():
+    a = Appearance(
+        table_texture="flat", table_color=[170, 200, 240], table_color2=[170, 200, 240], t_color=[240, 20, 20]
+    )
+    assert describe_appearance(a)["table"] == "light blue" and describe_appearance(a)["t"] == "red"
+    fine = describe_appearance(a, "fine")  # HLS lightness 0.80 → "very light"; saturation 0.88 → "bright"
+    assert fine["table"] == "very light blue" and fine["t"] == "bright red"
+    assert color_name([150, 90, 90], "fine") == "muted red"  # saturation 0.25
+    assert color_name([10, 10, 60], "fine") == "very dark blue"  # lightness 0.14
+    assert color_name([40, 70, 150]) == "blue" and color_name([40, 70, 150], "fine") == "dark blue"
+    assert color_name([250, 240, 245], "fine") == color_name([250, 240, 245]) == "white"  # greys: same words
+    dark_wood = Appearance(table_texture="wood", table_color=[70, 45, 25], table_color2=[50, 30, 15])
+    assert describe_appearance(dark_wood)["table"] == "dark wood"
+    assert describe_appearance(dark_wood, "fine")["table"] == "very dark brown wood"  # a wood's hue is said
+    with pytest.raises(ValueError, match="detail"):
+        color_name([1, 2, 3], "exact")
+    # the fine words tell apart colours the coarse words lump together
+    rng = np.random.default_rng(0)
+    samples = [sample_appearance(rng) for _ in range(300)]
+    coarse = {describe_appearance(a)["t_color"] for a in samples}
+    fine = {describe_appearance(a, "fine")["t_color"] for a in samples}
+    assert len(fine) > 2 * len(coarse)
 
 
 # ---- gymnasium env ---------------------------------------------------------------------------------

@@ -181,8 +181,16 @@ def delta_e(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.linalg.norm(rgb_to_lab(a) - rgb_to_lab(b)))
 
 
-def color_name(rgb: Sequence[float]) -> str:
-    """Plain words for a colour: "light blue", "dark green", "grey", "orange", "brown", …"""
+def color_name(rgb: Sequence[float], detail: str = "coarse") -> str:
+    """Plain words for a colour: "light blue", "dark green", "grey", "orange", "brown", …
+
+    detail="fine" says more of the same colour: lightness in five steps ("very dark" … "very light")
+    and, for chromatic hues, saturation ("muted", "bright"): "very light muted blue", "dark bright red".
+    """
+    if detail == "fine":
+        return _fine_color_name(rgb)
+    if detail != "coarse":
+        raise ValueError(f"detail must be 'coarse' or 'fine'; got {detail!r}")
     r, g, b = (float(c) / 255 for c in rgb)
     h, light, s = colorsys.rgb_to_hls(r, g, b)
     hue = h * 360
@@ -219,13 +227,34 @@ def color_name(rgb: Sequence[float]) -> str:
     return base
 
 
-def describe_appearance(a: Appearance) -> dict:
-    """Plain words for the table and the T, e.g. {"table": "dark wood", "t": "orange"}."""
+def _fine_color_name(rgb: Sequence[float]) -> str:
+    coarse = color_name(rgb)
+    hue = coarse.split()[-1]
+    if hue in ("white", "black", "grey"):
+        return coarse
+    r, g, b = (float(c) / 255 for c in rgb)
+    _, light, s = colorsys.rgb_to_hls(r, g, b)
+    steps = ((0.2, "very dark"), (0.38, "dark"), (0.62, ""), (0.8, "light"))
+    tone = next((word for top, word in steps if light < top), "very light")
+    sat = ""
+    if not hue.startswith("grey-") and hue != "beige":
+        sat = "muted" if s < 0.45 else ("bright" if s > 0.8 else "")
+    return " ".join(w for w in (tone, sat, hue) if w)
+
+
+def describe_appearance(a: Appearance, detail: str = "coarse") -> dict:
+    """Plain words for the table and the T, e.g. {"table": "dark wood", "t": "orange"}.
+
+    detail="fine" names each colour more closely (`color_name`'s fine words) and always says a wood's
+    hue: {"table": "dark muted brown wood", "t": "bright orange"}.
+    """
     w = a.table_contrast / 2  # how much of table_color2 the eye averages in
     mix = np.asarray(a.table_color, float) * (1 - w) + np.asarray(a.table_color2, float) * w
-    colour = color_name(mix)
+    colour = color_name(mix, detail)
     if a.table_texture == "flat":
         table = colour
+    elif a.table_texture == "wood" and detail == "fine":
+        table = f"{colour} wood"
     elif a.table_texture == "wood":
         lightness = rgb_to_lab(mix)[0]
         tone = "light" if lightness > 65 else ("dark" if lightness < 35 else "")
@@ -237,7 +266,7 @@ def describe_appearance(a: Appearance) -> dict:
         table = f"mottled {colour}"
     else:
         table = f"{colour} {a.table_texture}"  # "white marble", "grey fabric"
-    t_colour = color_name(a.t_color)
+    t_colour = color_name(a.t_color, detail)
     t = t_colour if a.t_texture == "none" else f"{t_colour} {a.t_texture}"
     return {
         "table": table,

@@ -74,7 +74,7 @@ BOTH_TEMPLATES = (
 EXTRA_WORDS = "make the table look like a real wooden photo realistic turn t-shaped block orange".split()
 COLOR_WORDS = (
     "white black grey light dark red brown orange yellow olive green teal blue purple pink "
-    "beige grey-blue grey-teal grey-green grey-purple mottled"
+    "beige grey-blue grey-teal grey-green grey-purple mottled very muted bright"
 ).split()
 MATERIAL_WORDS = ("wood marble fabric noise flat").split()
 
@@ -99,6 +99,7 @@ class EditPair:
     target_appearance: Appearance
     style: np.ndarray | None = None  # (H, W, 3) uint8: the target look at another state (a visual prompt)
     coverage: np.ndarray | None = None  # (2, H, W) float32: how much of each pixel the edit changes, per part
+    detail: str = "coarse"  # how closely the instruction names the colours (`describe_appearance`)
 
 
 def edit_region(labels: np.ndarray, kind: str) -> np.ndarray:
@@ -159,8 +160,10 @@ def _copy_fields(dst: Appearance, src: Appearance, fields: Sequence[str]) -> App
     return dataclasses.replace(dst, name="target", **{f: getattr(src, f) for f in fields})
 
 
-def instruction_for(kind: str, target: Appearance, rng: np.random.Generator) -> str:
-    words = describe_appearance(target)
+def instruction_for(kind: str, target: Appearance, rng: np.random.Generator, detail: str = "coarse") -> str:
+    """An instruction for an edit of `kind` towards `target`, from a random template; `detail`: how
+    closely it names the colours (`describe_appearance`)."""
+    words = describe_appearance(target, detail)
     templates = {
         "background": BACKGROUND_TEMPLATES,
         "foreground": FOREGROUND_TEMPLATES,
@@ -179,6 +182,9 @@ class EditPairGenerator:
     with_style: also render the target look at another random state, as a visual prompt.
     with_coverage: also give each pair's `edit_coverage` (soft edit region; no extra random draws,
         so the pairs are the same as without it).
+    fine_words: probability that the instruction names the colours in fine detail ("very light muted
+        blue fabric") instead of coarse words ("light blue fabric"). The coin comes from the pair's
+        noise seed, not the stream, so states, looks and renderings do not depend on it.
     """
 
     def __init__(
@@ -191,6 +197,7 @@ class EditPairGenerator:
         held_out: bool = True,
         with_style: bool = False,
         with_coverage: bool = False,
+        fine_words: float = 0.5,
     ):
         bad = set(kinds) - set(EDIT_KINDS)
         if bad:
@@ -202,6 +209,9 @@ class EditPairGenerator:
         self.kind_probs = probs / probs.sum()
         self.sim_input_prob, self.held_out, self.with_style = sim_input_prob, held_out, with_style
         self.with_coverage = with_coverage
+        if not 0.0 <= fine_words <= 1.0:
+            raise ValueError(f"fine_words is a probability in [0, 1]; got {fine_words}")
+        self.fine_words = float(fine_words)
         self._sim = load_appearance("sim")
         self.rng = np.random.default_rng(seed)
 
@@ -225,6 +235,8 @@ class EditPairGenerator:
         noise_seed = int(rng.integers(2**31))
         inp, labels = render_state(state, source, self.size, rng=np.random.default_rng(noise_seed))
         tgt, _ = render_state(state, target_app, self.size, rng=np.random.default_rng(noise_seed))
+        fine = np.random.default_rng([noise_seed, 1]).uniform() < self.fine_words
+        detail = "fine" if fine else "coarse"
         style = None
         if self.with_style:
             style, _ = render_state(sample_initial_state(rng), target_app, self.size, rng=rng)
@@ -233,12 +245,13 @@ class EditPairGenerator:
             target=tgt,
             labels=labels,
             edit_mask=edit_region(labels, kind),
-            instruction=instruction_for(kind, target_app, rng),
+            instruction=instruction_for(kind, target_app, rng, detail),
             kind=kind,
             source=source,
             target_appearance=target_app,
             style=style,
             coverage=edit_coverage(state, source, kind, self.size) if self.with_coverage else None,
+            detail=detail,
         )
 
     def __iter__(self) -> Iterator[EditPair]:
@@ -247,11 +260,12 @@ class EditPairGenerator:
 
     def batch(self, n: int) -> dict:
         """`n` pairs stacked: input/target (n,H,W,3) uint8, labels (n,H,W), edit_mask (n,H,W), instruction,
-        kind (and style (n,H,W,3), coverage (n,2,H,W) when asked for)."""
+        kind, detail (and style (n,H,W,3), coverage (n,2,H,W) when asked for)."""
         pairs = [self.sample() for _ in range(n)]
         keys = ("input", "target", "labels", "edit_mask") + (("style",) if self.with_style else ())
         keys += ("coverage",) if self.with_coverage else ()
         out = {k: np.stack([getattr(p, k) for p in pairs]) for k in keys}
         out["instruction"] = [p.instruction for p in pairs]
         out["kind"] = [p.kind for p in pairs]
+        out["detail"] = [p.detail for p in pairs]
         return out

@@ -378,9 +378,11 @@ def fit(cfg: PretrainEditorConfig, state: TrainState) -> None:
 
 
 # ---------------------------------------------------------------------------------------- evaluate / save
-def eval_pairs(n: int, seed: int = 10_000, size: int = 96) -> dict:
-    """Held-out pairs: a seed range the training streams never use."""
-    return EditPairGenerator(seed=seed, size=size, with_style=True).batch(n)
+def eval_pairs(n: int, seed: int = 10_000, size: int = 96, fine_words: float | None = None) -> dict:
+    """Held-out pairs: a seed range the training streams never use. `fine_words`: the share of
+    instructions in fine words (default: the generator's); the states and looks do not depend on it."""
+    kw = {} if fine_words is None else {"fine_words": fine_words}
+    return EditPairGenerator(seed=seed, size=size, with_style=True, **kw).batch(n)
 
 
 @torch.no_grad()
