@@ -375,6 +375,33 @@ def test_criterion_colour_training_moves_only_the_head_and_lowers_the_smooth_cri
         PretrainMatteConfig(out="x", boundary_weight=0)
 
 
+def test_train_words_moves_only_those_words_embeddings_and_they_reach_the_colour_head(tmp_path):
+    base = build_editor(EditorConfig(**SMALL, matte_channels=[8, 8])).save_pretrained(tmp_path / "base")
+    cfg = PretrainMatteConfig(
+        out=str(tmp_path / "run"), init=str(base), steps=3, batch_size=4, num_workers=0, lr=1e-2,
+        eval_every=3, eval_pairs=2, colour_loss="criterion", train_matte=False, weight_decay=0.1,
+        train_words=["very", "muted", "bright"],
+    )  # fmt: skip
+    before = EditPipeline.from_pretrained(base)
+    pipe = EditPipeline.from_pretrained(run_pretrain_matte(cfg))
+    old = before.text_encoder.get_input_embeddings().weight
+    new = pipe.text_encoder.get_input_embeddings().weight
+    rows = [before.tokenizer.convert_tokens_to_ids(w) for w in cfg.train_words]
+    changed = set((new != old).any(1).nonzero()[:, 0].tolist())
+    assert changed and changed <= set(rows)  # the words the stream said; weight decay spares the others
+    for name, value in before.text_encoder.state_dict().items():  # the encoder's layers are frozen
+        if "token_embedding" not in name:
+            torch.testing.assert_close(pipe.text_encoder.state_dict()[name], value)
+    history = json.loads((tmp_path / "run" / "model" / "TRAINING.json").read_text())["history"]
+    assert "very, muted, bright" in history[-1]["what"]
+    # a rerun of the finished run restores the trained rows from its checkpoint (not the init's)
+    again = EditPipeline.from_pretrained(run_pretrain_matte(cfg))
+    torch.testing.assert_close(again.text_encoder.get_input_embeddings().weight, new)
+    bad = PretrainMatteConfig(out=str(tmp_path / "bad"), init=str(base), train_words=["zebra"])
+    with pytest.raises(Sim2RealError, match="'zebra' is not one token"):
+        run_pretrain_matte(bad)
+
+
 def test_outline_marks_both_sides_of_a_parts_edge():
     from sim2real.training.matte import outline
 

@@ -92,6 +92,10 @@ class PretrainMatteConfig:
         the edit region's mean Lab at most half the input's distance from the target's).
     colour_tau: width in ΔE of the criterion's smooth step; colour_mse_weight: MSE added to it.
     train_matte: false trains the colour head only.
+    train_words: words whose token embeddings in the editor's text encoder learn too (only those rows;
+        the encoder's layers stay frozen): for words the text encoder was never trained on, e.g. the
+        fine colour words "very", "muted", "bright" (`describe_appearance(..., "fine")`), whose
+        untrained embeddings barely move the pooled text the colour head reads.
     views_per_pair: training examples per rendered pair (different 90° rotations / flips).
     num_workers (*), torch_threads: DataLoader workers rendering pairs; CPU threads for torch.
     log_every, eval_every, checkpoint_every: in optimisation steps; eval_pairs: held-out pairs
@@ -122,6 +126,7 @@ class PretrainMatteConfig:
     colour_tau: float = 2.0
     colour_mse_weight: float = 0.1
     train_matte: bool = True
+    train_words: list[str] = field(default_factory=list)
     views_per_pair: int = 2
     num_workers: int = 1
     torch_threads: int = 0
@@ -305,7 +310,8 @@ def matte_loss(pipe: EditPipeline, batch: dict, cfg: PretrainMatteConfig | None 
     Without `cfg.train_matte` the matte term is left out (only the colour head learns)."""
     dev = pipe.device
     train_matte = cfg is None or cfg.train_matte
-    with torch.no_grad():
+    words = cfg is not None and bool(cfg.train_words)
+    with torch.set_grad_enabled(words and torch.is_grad_enabled()):  # train_words: the embeddings learn
         text = pipe.encode_prompt(list(batch["instruction"]))
     image = batch["input"].to(dev)
     with torch.set_grad_enabled(train_matte and torch.is_grad_enabled()):
@@ -413,7 +419,25 @@ def _setup(cfg: PretrainMatteConfig) -> EditPipeline:
     trained = pipe.matte if cfg.train_matte else pipe.matte.colour_head
     trained.requires_grad_(True)
     pipe.matte.train()
+    if cfg.train_words:
+        rows = word_rows(pipe, cfg.train_words)
+        weight = pipe.text_encoder.get_input_embeddings().weight
+        mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+        mask[rows] = 1.0
+        weight.requires_grad_(True)
+        weight.register_hook(lambda grad: grad * mask)  # only the named words' rows learn
     return pipe
+
+
+def word_rows(pipe: EditPipeline, words: list[str]) -> list[int]:
+    """The token ids of `words` in the editor's tokenizer; each must be one known token."""
+    rows = []
+    for word in words:
+        ids = pipe.tokenizer(word, add_special_tokens=False).input_ids
+        if len(ids) != 1 or ids[0] == pipe.tokenizer.unk_token_id:
+            raise Sim2RealError(f"train_words: {word!r} is not one token of the editor's tokenizer")
+        rows.append(ids[0])
+    return rows
 
 
 def _with_colour_inputs(matte: EditMatte, on: bool) -> EditMatte:
@@ -436,6 +460,7 @@ def _save_checkpoint(path: Path, pipe: EditPipeline, opt, sched, step: int, seco
         torch.save(
             {
                 "matte": pipe.matte.state_dict(),
+                "word_embeddings": pipe.text_encoder.get_input_embeddings().weight.detach().clone(),
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "step": step,
@@ -484,6 +509,8 @@ def _what(cfg: PretrainMatteConfig, pipe: EditPipeline) -> str:
     )
     loss = "the smooth edit-success criterion (+ MSE)" if cfg.colour_loss == "criterion" else "MSE"
     head = f"a colour head (the mean Lab colour per edited part, from {reads}; {loss})"
+    if cfg.train_words:
+        head += f", with the text encoder's embeddings of {', '.join(cfg.train_words)}"
     if not cfg.train_matte:
         return f"{head} only; the matte and everything else frozen"
     target = "each pixel's share of the edited parts" if cfg.coverage_targets else "the exact edit regions"
@@ -509,13 +536,19 @@ def run_pretrain_matte(cfg: PretrainMatteConfig) -> Path:
     torch.manual_seed(cfg.seed)
     pipe = _setup(cfg)
     params = pipe.matte.parameters() if cfg.train_matte else pipe.matte.colour_head.parameters()
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = [{"params": list(params)}]
+    if cfg.train_words:  # no weight decay: it would shrink every word's row, not only the trained ones
+        groups.append({"params": [pipe.text_encoder.get_input_embeddings().weight], "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
     step, seconds = 0, 0.0
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         pipe.matte.load_state_dict(state["matte"])
+        if "word_embeddings" in state:
+            with torch.no_grad():
+                pipe.text_encoder.get_input_embeddings().weight.copy_(state["word_embeddings"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, seconds = state["step"], state["train_seconds"]
