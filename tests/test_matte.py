@@ -156,6 +156,33 @@ def test_matte_stream_masks_follow_the_views():
     assert any(np.array_equal(v, b) for v in views)
 
 
+def test_protect_weight_weighs_the_agent_and_goal_pixels(monkeypatch, tmp_path):
+    cfg = PretrainMatteConfig(out="x", views_per_pair=2, tail_prob=0.0, kind_probs=[0, 0, 1])
+    items = [x for _, x in zip(range(2), MatteStream(cfg, 32), strict=False)]
+    a, b = items[0]["protect"][0].numpy(), items[1]["protect"][0].numpy()  # two views of one pair
+    views = [np.rot90(a, k) for k in range(4)] + [np.rot90(a, k)[:, ::-1] for k in range(4)]
+    assert a.sum() > 0 and any(np.array_equal(v, b) for v in views)
+    assert not (items[0]["parts"].numpy().any(0) & (a > 0)).any()  # no edit covers the agent or goal
+    batch = {
+        k: torch.stack([i[k] for i in items]) if k != "instruction" else [i[k] for i in items]
+        for k in items[0]
+    }
+    base = build_editor(EditorConfig(**SMALL, matte_channels=[8, 8])).save_pretrained(tmp_path / "base")
+    pipe = EditPipeline.from_pretrained(base)
+    grads = {}
+    for w in (1.0, 10.0):
+        logits = torch.zeros(2, 2, 32, 32, requires_grad=True)  # α = ½ everywhere
+        monkeypatch.setattr(pipe.matte, "forward", lambda image, text, z=logits: z)
+        matte_loss(pipe, batch, PretrainMatteConfig(out="x", protect_weight=w, colour_weight=0.0)).backward()
+        g = logits.grad.abs()
+        outside = ~batch["parts"].bool()  # pixels the target says 0: equal errors before weighting
+        protect = batch["protect"].expand_as(g).bool()
+        grads[w] = g[protect & outside].mean() / g[~protect & outside].mean()
+    assert grads[1.0] == pytest.approx(1.0) and grads[10.0] == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="protect_weight"):
+        PretrainMatteConfig(out="x", protect_weight=0)
+
+
 def test_coverage_targets_are_the_edit_region_with_fractional_rims():
     hard = PretrainMatteConfig(out="x", views_per_pair=1, seed=5)
     soft = PretrainMatteConfig(out="x", views_per_pair=1, seed=5, coverage_targets=True)

@@ -49,6 +49,7 @@ from sim2real.training.editor_metrics import to_lab
 from sim2real.utils import MetricsLogger, atomic_path, tqdm, write_json
 
 log = logging.getLogger(__name__)
+PROTECTED_LABELS = (2, 3)  # the renderer's labels of the agent disk and the goal marker
 
 MSE_25DB = 4 * 10 ** (-25 / 10)  # the MSE of 25 dB PSNR for images in [-1, 1]
 
@@ -77,6 +78,9 @@ class PretrainMatteConfig:
     boundary_weight: weight, in the matte's cross-entropy, of the pixels on either side of each part's
         outline (1: every pixel alike); the one-pixel ring around the agent disk decides the PSNR
         outside a table+T edit.
+    protect_weight: weight, in the matte's cross-entropy, of the pixels of objects no edit changes
+        (the agent disk and the goal marker; 1: every pixel alike). Where the goal marker — a T of the
+        block's size — overlaps the block, or the agent sits on it, the matte lets the edit in.
     coverage_targets: train the matte towards each pixel's share of the edited parts
         (`sim2real.data.pairs.edit_coverage`: anti-aliased rims and camera blur give fractions)
         instead of the 0/1 edit region; the composite then changes a rim pixel by its share, and the
@@ -117,6 +121,7 @@ class PretrainMatteConfig:
     tail_prob: float = 0.15
     colour_weight: float = 1.0
     boundary_weight: float = 1.0
+    protect_weight: float = 1.0
     coverage_targets: bool = False
     composite_weight: float = 0.0
     composite_pairs: int = 2000
@@ -149,8 +154,11 @@ class PretrainMatteConfig:
             raise ValueError(f"tail_prob must be in [0, 1]; got {self.tail_prob=}")
         if self.colour_loss not in ("mse", "criterion"):
             raise ValueError(f"colour_loss must be 'mse' or 'criterion'; got {self.colour_loss!r}")
-        if self.boundary_weight <= 0:
-            raise ValueError(f"boundary_weight must be > 0; got {self.boundary_weight=}")
+        if self.boundary_weight <= 0 or self.protect_weight <= 0:
+            raise ValueError(
+                f"boundary_weight and protect_weight must be > 0; got {self.boundary_weight=}, "
+                f"{self.protect_weight=}"
+            )
         if self.colour_tau <= 0:
             raise ValueError(f"colour_tau must be > 0; got {self.colour_tau=}")
         if self.composite_weight < 0 or self.composite_pairs < 1 or len(self.composite_sampler) != 3:
@@ -206,6 +214,7 @@ def pair_example(inp, target, labels, edit_mask, coverage, cfg: PretrainMatteCon
         "input_colours": (mean(lab_in) / LAB_SCALE).astype(np.float32),
         "counts": mass.astype(np.float32),
         "edited": hard.any(axis=(1, 2)),
+        "protect": np.isin(labels, PROTECTED_LABELS).astype(np.float32),  # agent and goal pixels
     }
 
 
@@ -214,6 +223,7 @@ def view_example(item: dict, view: int) -> dict:
     out = {
         "input": _to_tensor(_dihedral(item["input"], view)),
         "parts": torch.from_numpy(np.stack([_dihedral(m, view) for m in item["parts"]])),
+        "protect": torch.from_numpy(_dihedral(item["protect"], view))[None],
         **{
             k: torch.from_numpy(np.asarray(item[k])) for k in ("colours", "input_colours", "counts", "edited")
         },
@@ -322,6 +332,10 @@ def matte_loss(pipe: EditPipeline, batch: dict, cfg: PretrainMatteConfig | None 
         weight = None
         if cfg is not None and cfg.boundary_weight != 1:
             weight = 1 + (cfg.boundary_weight - 1) * outline(parts)
+        if cfg is not None and cfg.protect_weight != 1:
+            protect = 1 + (cfg.protect_weight - 1) * batch["protect"].to(dev).expand_as(parts)
+            weight = protect if weight is None else weight * protect
+        if weight is not None:
             weight = weight / weight.mean()
         loss = F.binary_cross_entropy_with_logits(logits.float(), parts, weight=weight)
     edited = batch["edited"].to(dev).float()  # (B, 2)
