@@ -534,9 +534,12 @@ def _what(cfg: PretrainMatteConfig, pipe: EditPipeline) -> str:
         if cfg.composite_weight > 0
         else ""
     )
+    if cfg.protect_weight != 1:
+        target += f" (agent and goal pixels weighted {cfg.protect_weight}×)"
+    also = f", and {head}" if cfg.colour_weight > 0 else "; its colour head frozen (colour_weight=0)"
     return (
         "edit matte: a UNet2DModel that reads the input frame and the instruction and says where the "
-        f"edit applies (per part), trained by per-pixel BCE against {target}{composite}, and {head}; "
+        f"edit applies (per part), trained by per-pixel BCE against {target}{composite}{also}; "
         "everything else frozen"
     )
 
