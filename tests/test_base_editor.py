@@ -384,3 +384,20 @@ def test_eval_script_writes_metrics_per_pair_rows_and_a_paired_comparison(tmp_pa
     # the same editor against itself: no pair differs
     assert "only base: 0, only compare: 0 (sign test p = 1.00)" in capsys.readouterr().out
     assert (out / "grid.png").exists()
+
+
+def test_colour_head_script_scores_both_kinds_of_words_and_names_a_missing_editor(tmp_path, monkeypatch):
+    import csv
+    import runpy
+    import sys
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "eval_colour_head.py")
+    out = tmp_path / "heads.csv"
+    monkeypatch.setattr(sys, "argv", ["x", "shipped", "--pairs", "3", "--out", str(out)])
+    runpy.run_path(script, run_name="__main__")
+    rows = list(csv.DictReader(open(out)))
+    assert [(r["editor"], r["words"]) for r in rows] == [("shipped", "coarse"), ("shipped", "fine")]
+    assert all(0 <= float(r["colour_ok"]) <= 1 and float(r["iou_share"]) > 0.5 for r in rows)
+    monkeypatch.setattr(sys, "argv", ["x", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match="error: .*nope"):
+        runpy.run_path(script, run_name="__main__")

@@ -450,6 +450,37 @@ def save_checkpoint(cfg: PretrainEditorConfig, state: TrainState) -> None:
     export(cfg, state, out / "model")
 
 
+def _device_name() -> str:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def append_stage(
+    init: Path | None, *, command: str, steps: int, train_seconds: float, samples: int, what: str,
+    config: dict, last_eval: dict | None,
+) -> dict:  # fmt: skip
+    """The `init` editor's TRAINING.json (every stage that made it; {} without one) with this run
+    appended to its `history` and its steps added to `total_steps`."""
+    record = init / "TRAINING.json" if init is not None else None
+    info = json.loads(record.read_text()) if record is not None and record.exists() else {}
+    history = list(info.get("history", []))
+    history.append(
+        {
+            "stage": len(history) + 1,
+            "command": command,
+            "steps": steps,
+            "train_seconds": round(train_seconds, 1),
+            "samples": samples,
+            "machine": f"{platform.platform()}, torch {torch.__version__}, {_device_name()}",
+            "what": what,
+            "config": config,
+            "last_eval": last_eval,
+        }
+    )
+    info["history"] = history
+    info["total_steps"] = int(info.get("total_steps", 0)) + steps
+    return info
+
+
 def export(cfg: PretrainEditorConfig, state: TrainState, folder: Path) -> Path:
     """Save the EMA editor with a TRAINING.json saying how it was made."""
     with ema_weights(state):
@@ -465,27 +496,19 @@ def export(cfg: PretrainEditorConfig, state: TrainState, folder: Path) -> Path:
         pipe.save_pretrained(folder)
     evals = [r for r in MetricsLogger(cfg.out).read() if "eval_success" in r]
     command = " ".join(["sim2real", "pretrain-editor", *sys.argv[2:]]) if sys.argv else ""
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     last = evals[-1] if evals else None
-    # the init editor's record (every stage that made it) is kept and this run appended
-    init_record = Path(cfg.init) / "TRAINING.json" if cfg.init else None
-    info = json.loads(init_record.read_text()) if init_record and init_record.exists() else {}
-    history = list(info.get("history", []))
-    history.append(
-        {
-            "stage": len(history) + 1,
-            "command": command,
-            "steps": state.step,
-            "train_seconds": round(state.train_seconds, 1),
-            "samples": state.step * cfg.batch_size,
-            "machine": f"{platform.platform()}, torch {torch.__version__}, {device}",
-            "what": f"{', '.join(cfg.train_modules)} by the InstructPix2Pix objective on edit pairs; "
-            "everything else frozen",
-            "config": to_dict(cfg),
-            "last_eval": last,
-        }
+    info = append_stage(
+        Path(cfg.init) if cfg.init else None,
+        command=command,
+        steps=state.step,
+        train_seconds=state.train_seconds,
+        samples=state.step * cfg.batch_size,
+        what=f"{', '.join(cfg.train_modules)} by the InstructPix2Pix objective on edit pairs; "
+        "everything else frozen",
+        config=to_dict(cfg),
+        last_eval=last,
     )
-    info.update(
+    info.update(  # the top level: this (the last pretrain-editor) run
         {
             "command": command,
             "config": to_dict(cfg),
@@ -495,11 +518,9 @@ def export(cfg: PretrainEditorConfig, state: TrainState, folder: Path) -> Path:
                 "platform": platform.platform(),
                 "python": platform.python_version(),
                 "torch": torch.__version__,
-                "device": device,
+                "device": _device_name(),
             },
             "last_eval": last,
-            "history": history,
-            "total_steps": int(info.get("total_steps", 0)) + state.step,
         }
     )
     write_json(folder / "TRAINING.json", info)

@@ -24,9 +24,7 @@ history entry. Resumable: rerunning the same command continues from `DIR/checkpo
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,7 +42,7 @@ from sim2real.editing.matte import LAB_SCALE, PARTS, EditMatte
 from sim2real.editing.model import make_matte
 from sim2real.editing.pipeline import EditPipeline
 from sim2real.errors import Sim2RealError
-from sim2real.training.base_editor import _dihedral, _to_tensor, load_base_editor, save_grid
+from sim2real.training.base_editor import _dihedral, _to_tensor, append_stage, load_base_editor, save_grid
 from sim2real.training.editor_metrics import to_lab
 from sim2real.utils import MetricsLogger, atomic_path, tqdm, write_json
 
@@ -362,13 +360,23 @@ def matte_loss(pipe: EditPipeline, batch: dict, cfg: PretrainMatteConfig | None 
 
 
 @torch.no_grad()
-def evaluate(pipe: EditPipeline, n: int, size: int, grid_path: Path | None = None) -> dict:
+def evaluate(
+    pipe: EditPipeline,
+    n: int,
+    size: int,
+    grid_path: Path | None = None,
+    seed: int = 10_000,
+    fine_words: float | None = None,
+) -> dict:
     """IoU and pixel accuracy of α > 0.5 against the edit region, and the colour head's ΔE to the
-    target's part colours, on held-out pairs (seed 10 000); `eval_iou_share`: the IoU against the pixels
+    target's part colours, on held-out pairs (seed 10 000; `fine_words`: the share of instructions in
+    fine words, default the generator's); `eval_colour_ok`: how often the colour half of edit success
+    would hold if calibration set each part to the head's colour; `eval_iou_share`: the IoU against the pixels
     the edited parts make up more than half of (the edit region rounded by shares rather than by pixel
     centres); `eval_rim_error`: the mean |α − the edited parts' share| over pixels that are neither
     wholly edited nor wholly untouched."""
-    pairs = EditPairGenerator(seed=10_000, size=size, with_coverage=True).batch(n)
+    words = {} if fine_words is None else {"fine_words": fine_words}
+    pairs = EditPairGenerator(seed=seed, size=size, with_coverage=True, **words).batch(n)
     x = torch.stack([_to_tensor(im) for im in pairs["input"]]).to(pipe.device)
     text = pipe.encode_prompt(list(pairs["instruction"]))
     pipe.matte.eval()
@@ -492,25 +500,16 @@ def _export(
     pipe.save_pretrained(folder)
     pipe.matte.train()
     src = Path(cfg.init) if cfg.init else Path(__file__).resolve().parents[1] / "assets" / "base_editor"
-    info = json.loads((src / "TRAINING.json").read_text()) if (src / "TRAINING.json").exists() else {}
-    history = list(info.get("history", []))  # the init editor's record; this run is appended
-    command = " ".join(["sim2real", "pretrain-matte", *sys.argv[2:]]) if sys.argv else ""
-    history.append(
-        {
-            "stage": len(history) + 1,
-            "command": command,
-            "steps": step,
-            "train_seconds": round(seconds, 1),
-            "samples": step * cfg.batch_size,
-            "machine": f"{platform.platform()}, torch {torch.__version__}, "
-            + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"),
-            "what": _what(cfg, pipe),
-            "config": to_dict(cfg),
-            "last_eval": last,
-        }
+    info = append_stage(  # the init editor's record; this run is appended
+        src,
+        command=" ".join(["sim2real", "pretrain-matte", *sys.argv[2:]]) if sys.argv else "",
+        steps=step,
+        train_seconds=seconds,
+        samples=step * cfg.batch_size,
+        what=_what(cfg, pipe),
+        config=to_dict(cfg),
+        last_eval=last,
     )
-    info["history"] = history
-    info["total_steps"] = int(info.get("total_steps", 0)) + step  # over every stage of this editor
     write_json(folder / "TRAINING.json", info)
     return folder
 
