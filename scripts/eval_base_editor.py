@@ -7,6 +7,7 @@ paired sign test of the base against each other editor printed), and an image gr
     python scripts/eval_base_editor.py --pairs 48 --setting 10 1.5 1.5   # one fixed setting
     python scripts/eval_base_editor.py --pairs 48 --sweep --ablate       # + without matte / calibration
     python scripts/eval_base_editor.py --pairs 200 --words coarse         # only coarse-word instructions
+    python scripts/eval_base_editor.py --pairs 200 --split validation     # choose between editors here
 
 Held-out pairs come from a seed range the training streams never use (states and appearance draws
 never seen in training). With `--sweep`, sampler settings are compared on a separate validation draw
@@ -138,19 +139,27 @@ def main() -> None:
         default="mixed",
         help="instructions in coarse words, fine words, or the generator's mix of both (default)",
     )
+    ap.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="measure on the held-out test pairs (seed 10 000, default) or on the validation pairs "
+        "(seed 20 000) that choices between editors are made on",
+    )
     args = ap.parse_args()
+    if args.sweep and args.split == "validation":
+        ap.error("--sweep picks the setting on the validation pairs: measure it on --split test")
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fine_words = {"mixed": None, "coarse": 0.0, "fine": 1.0}[args.words]
-    pairs = eval_pairs(args.pairs, fine_words=fine_words)
-    rows = [summarise("identity", pairs, pairs["input"].copy(), 0.0, split="test")]
+    split = args.split
+    pairs = eval_pairs(args.pairs, seed=10_000 if split == "test" else 20_000, fine_words=fine_words)
+    rows = [summarise("identity", pairs, pairs["input"].copy(), 0.0, split=split)]
 
     untrained = build_editor(EditorConfig())
     images, dt = run_editor(untrained, pairs, 10, 3.0, 1.5)
-    rows.append(
-        summarise("untrained", pairs, images, dt, split="test", steps=10, text_cfg=3.0, image_cfg=1.5)
-    )
+    rows.append(summarise("untrained", pairs, images, dt, split=split, steps=10, text_cfg=3.0, image_cfg=1.5))
 
     base = load_base_editor(args.base)
     chosen = (int(args.setting[0]), args.setting[1], args.setting[2])
@@ -179,11 +188,11 @@ def main() -> None:
     steps, text, image = chosen
     images, dt = run_editor(base, pairs, steps, text, image)
     rows.append(
-        summarise("base", pairs, images, dt, split="test", steps=steps, text_cfg=text, image_cfg=image)
+        summarise("base", pairs, images, dt, split=split, steps=steps, text_cfg=text, image_cfg=image)
     )
     columns = [pairs["input"][:12], images[:12]]
     if args.ablate and base.matte is not None:
-        extra = dict(split="test", steps=steps, text_cfg=text, image_cfg=image)
+        extra = dict(split=split, steps=steps, text_cfg=text, image_cfg=image)
         plain, dt = run_editor(base, pairs, steps, text, image, calibrate_colour=False)
         rows.append(summarise("base, matte, no colour calibration", pairs, plain, dt, **extra))
         matte, base.matte = base.matte, None
@@ -196,12 +205,12 @@ def main() -> None:
     if args.compare:
         other, dt = run_editor(load_base_editor(args.compare), pairs, steps, text, image)
         rows.append(
-            summarise("compare", pairs, other, dt, split="test", steps=steps, text_cfg=text, image_cfg=image)
+            summarise("compare", pairs, other, dt, split=split, steps=steps, text_cfg=text, image_cfg=image)
         )
         columns.append(other[:12])
     # columns: input | base | (no calibration | no matte) | (compare) | target
     save_grid(out / "grid.png", *columns, pairs["target"][:12])
-    test_rows = {r["editor"]: r for r in rows if r["split"] == "test"}
+    test_rows = {r["editor"]: r for r in rows if r["split"] == split}
     comparisons = [paired(test_rows["base"], r) for name, r in test_rows.items() if name != "base"]
     per_pair = [r for row in rows for r in row.pop("_pairs")]
     keys = sorted(
@@ -222,7 +231,7 @@ def main() -> None:
             f"  success {r['success']:.3f}  boundary F1 {r['boundary_f1']:.3f}"
             f"  PSNR out {r['psnr_outside_median']:.1f} dB  Lab ratio {r['lab_ratio_median']:.2f}"
         )
-    print("paired, on the test pairs:", *comparisons, sep="\n  ")
+    print(f"paired, on the {split} pairs:", *comparisons, sep="\n  ")
     print(f"wrote {out / 'metrics.csv'}, {out / 'pairs.csv'} and {out / 'grid.png'}")
 
 

@@ -386,6 +386,28 @@ def test_eval_script_writes_metrics_per_pair_rows_and_a_paired_comparison(tmp_pa
     assert (out / "grid.png").exists()
 
 
+def test_eval_script_measures_validation_pairs_on_request(tmp_path, monkeypatch):
+    import csv
+    import runpy
+    import sys
+
+    from sim2real.training.base_editor import eval_pairs
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "eval_base_editor.py")
+    out = tmp_path / "val"
+    argv = ["x", "--out", str(out), "--pairs", "1", "--setting", "1", "1.5", "1.5", "--split", "validation"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(script, run_name="__main__")
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert {r["split"] for r in rows} == {"validation"} and rows[-1]["editor"] == "base"
+    # the validation pairs are not the test pairs
+    val, test = eval_pairs(1, seed=20_000), eval_pairs(1)
+    assert not np.array_equal(val["input"], test["input"])
+    monkeypatch.setattr(sys, "argv", [*argv, "--sweep"])  # the sweep picks on validation pairs
+    with pytest.raises(SystemExit):
+        runpy.run_path(script, run_name="__main__")
+
+
 def test_colour_head_script_scores_both_kinds_of_words_and_names_a_missing_editor(tmp_path, monkeypatch):
     import csv
     import runpy

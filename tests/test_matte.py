@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sim2real.editing.matte import EditMatte, lab_to_rgb, rgb_to_lab
+from sim2real.editing.matte import EditMatte, lab_to_rgb, rgb_to_lab, transfer_rims
 from sim2real.editing.model import EditorConfig, build_editor
 from sim2real.editing.pipeline import EditPipeline
 from sim2real.errors import Sim2RealError
@@ -45,6 +45,31 @@ def test_matte_composites_the_edit_over_the_input():
     torch.testing.assert_close(matte.composite(edited, image, text), (image + edited) / 2)
     with pytest.raises(ValueError, match="one instruction per image"):
         matte(image, text[:1])
+
+
+def test_rim_pixels_take_their_share_of_the_part_change_nearby():
+    image = torch.zeros(1, 3, 12, 12)
+    parts = torch.zeros(1, 2, 12, 12)
+    parts[0, 0, :, :6] = 1.0  # the table's own pixels: the left half
+    parts[0, 0, :, 6] = 0.3  # a rim pixel column: 30 % table
+    parts[0, 1, 0, 11] = 0.2  # a stray share of the T, far from any T pixel
+    out = torch.zeros(1, 3, 12, 12)
+    out[:, :, :, :6] = 0.5  # the table changed by +0.5 everywhere
+    out[:, :, :, 6] = 0.9  # the decode on the rim: wrong (it sees the other object)
+    out[:, :, 0, 11] = -0.7  # …and where the stray share is
+    moved = transfer_rims(out, image, parts)
+    torch.testing.assert_close(moved[:, :, :, :6], out[:, :, :, :6])  # a part's own pixels keep `out`
+    torch.testing.assert_close(moved[:, :, :, 6], torch.full((1, 3, 12), 0.15))  # 0.3 × the +0.5 change
+    torch.testing.assert_close(moved[:, :, 0, 11], torch.zeros(1, 3))  # a stray share moves nothing
+    torch.testing.assert_close(moved[:, :, 1:, 7:], out[:, :, 1:, 7:])  # no share: `out` as it is
+
+    matte = EditMatte((8, 8), text_dim=16, rim_transfer=True)
+    _set_alpha(matte, 0.0)  # α = ½ everywhere: no part's own pixels anywhere, so no rim moves
+    image, edited = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    text = torch.randn(2, 5, 16)
+    torch.testing.assert_close(matte.composite(edited, image, text), image)
+    _set_alpha(matte, 40.0)  # every pixel the table's own: the plain composite
+    torch.testing.assert_close(matte.composite(edited, image, text), edited)
 
 
 def test_lab_conversion_matches_opencv_and_round_trips():
@@ -372,10 +397,12 @@ def test_criterion_colour_training_moves_only_the_head_and_lowers_the_smooth_cri
     cfg = PretrainMatteConfig(
         out=str(tmp_path / "run"), init=str(base), steps=1, batch_size=4, num_workers=0,
         eval_every=1, eval_pairs=2, colour_from_input=True, colour_loss="criterion", train_matte=False,
+        rim_transfer=True,
     )  # fmt: skip
     pipe = EditPipeline.from_pretrained(run_pretrain_matte(cfg))
     before = EditPipeline.from_pretrained(base)
-    assert pipe.matte.config.colour_from_input
+    assert pipe.matte.config.colour_from_input and pipe.matte.config.rim_transfer
+    assert not before.matte.config.rim_transfer
     for name, value in before.matte.net.state_dict().items():  # the matte itself is frozen
         torch.testing.assert_close(pipe.matte.net.state_dict()[name], value)
     history = json.loads((tmp_path / "run" / "model" / "TRAINING.json").read_text())["history"]

@@ -29,6 +29,11 @@ said of a table that is already bluish names a different colour than said of a w
 lighting the input shows carries into the target. `sim2real pretrain-matte colour_loss=criterion`
 trains it for the edit-success criterion directly (docs/base_editor.md, stage 6).
 
+Rims (`rim_transfer=True`): a pixel on an anti-aliased rim — the agent disk's or the goal's edge, a
+pixel the camera blur reaches — is share · part + (1 − share) · other, so an edit changes it by
+share · (the part's change). The decode there is unreliable (the UNet sees the other object), so such
+a pixel takes its share of the change of the part's own pixels nearby (`transfer_rims`).
+
 The pipeline calibrates only when there is no visual prompt: with reference frames, their look — not
 the words — says what the colour should be.
 
@@ -45,6 +50,7 @@ from diffusers import UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+from torch.nn import functional as F
 
 PARTS = ("table", "t")  # matte channels / colour-head rows; pair labels 0 and 1
 LAB_SCALE = 100.0  # the colour head predicts Lab / 100
@@ -61,6 +67,7 @@ class EditMatte(ModelMixin, ConfigMixin):
         text_dim: int = 64,
         groups: int = 0,
         colour_from_input: bool = False,
+        rim_transfer: bool = False,
     ):
         super().__init__()
         channels = tuple(channels)
@@ -123,7 +130,8 @@ class EditMatte(ModelMixin, ConfigMixin):
         (B, 3, H, W) in [-1, 1]."""
         parts = torch.sigmoid(self(image, text_embeds).float())  # (B, 2, H, W)
         alpha = parts.sum(dim=1, keepdim=True).clamp(max=1.0)
-        out = image.float() + alpha * (edited.float() - image.float())
+        image = image.float()
+        out = image + alpha * (edited.float() - image)
         if calibrate:
             lab = rgb_to_lab((out + 1) / 2)  # (B, 3, H, W)
             target = self.colours(text_embeds, image, parts).float()  # (B, 2, 3)
@@ -134,8 +142,43 @@ class EditMatte(ModelMixin, ConfigMixin):
                 inner = torch.where(inner.sum((2, 3), keepdim=True) > 0, inner, w)
                 mean = (lab * inner).sum((2, 3)) / inner.sum((2, 3)).clamp(min=1e-6)  # (B, 3)
                 lab = lab + w * (target[:, k] - mean)[:, :, None, None]
-            out = lab_to_rgb(lab) * 2 - 1
+            out = (lab_to_rgb(lab) * 2 - 1).clamp(-1, 1)
+        if self.config.rim_transfer:
+            out = transfer_rims(out, image, parts)
         return out.clamp(-1, 1).to(edited.dtype)
+
+
+def transfer_rims(
+    out: torch.Tensor, image: torch.Tensor, parts: torch.Tensor, radius: int = 2
+) -> torch.Tensor:
+    """Rim pixels change by their share of each part's change nearby (all (B, ·, H, W), [-1, 1]).
+
+    A rim pixel (no part above ½, some share) mixes an edited part with what is not edited — the
+    agent disk's or the goal's anti-aliased edge, a pixel the camera blur reaches. Rendered, it is
+    share · part + (1 − share) · other, so an edit changes it by share · (the part's change). The
+    decode there is unreliable (the UNet sees the other object), so the part's change is read from
+    its own pixels (α_k > ½) within `radius` px instead:
+
+        out_rim = I_in + Σ_k α_k · mean_{|y−x|∞ ≤ r, α_k(y) > ½}(out(y) − I_in(y))
+
+    A share of a part with none of its own pixels that near is a stray of the matte and moves nothing.
+    """
+    k = 2 * radius + 1
+
+    def box(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(F.pad(x, (radius,) * 4, mode="replicate"), k, stride=1)
+
+    parts = parts.float()
+    inner = (parts > 0.5).float()  # (B, 2, H, W)
+    change = out.float() - image.float()
+    moved = torch.zeros_like(change)
+    for j in range(parts.shape[1]):
+        own = inner[:, j : j + 1]
+        den = box(own)
+        near = box(change * own) / den.clamp(min=1e-6)
+        moved = moved + parts[:, j : j + 1] * torch.where(den > 0, near, torch.zeros_like(near))
+    rim = (inner.sum(1, keepdim=True) == 0) & (parts.sum(1, keepdim=True) > 0.02)
+    return torch.where(rim, image.float() + moved, out)
 
 
 def colour_features(image: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:

@@ -94,6 +94,9 @@ class PretrainMatteConfig:
         the edit region's mean Lab at most half the input's distance from the target's).
     colour_tau: width in ΔE of the criterion's smooth step; colour_mse_weight: MSE added to it.
     train_matte: false trains the colour head only.
+    rim_transfer: composite rim pixels by their share of each part's change nearby
+        (`sim2real.editing.matte.transfer_rims`; default: as the init editor's matte, else false). It only
+        changes how the matte is applied, and the composite loss, not what the matte is trained towards.
     train_words: words whose token embeddings in the editor's text encoder learn too (only those rows;
         the encoder's layers stay frozen): for words the text encoder was never trained on, e.g. the
         fine colour words "very", "muted", "bright" (`describe_appearance(..., "fine")`), whose
@@ -129,6 +132,7 @@ class PretrainMatteConfig:
     colour_tau: float = 2.0
     colour_mse_weight: float = 0.1
     train_matte: bool = True
+    rim_transfer: bool | None = None
     train_words: list[str] = field(default_factory=list)
     views_per_pair: int = 2
     num_workers: int = 1
@@ -435,6 +439,8 @@ def _setup(cfg: PretrainMatteConfig) -> EditPipeline:
     want = pipe.matte.config.colour_from_input if cfg.colour_from_input is None else cfg.colour_from_input
     if want != pipe.matte.config.colour_from_input:
         pipe.matte = _with_colour_inputs(pipe.matte, want)
+    if cfg.rim_transfer is not None:
+        pipe.matte.register_to_config(rim_transfer=cfg.rim_transfer)
     for m in pipe.modules.values():
         m.requires_grad_(False)
         m.eval()
@@ -466,7 +472,9 @@ def _with_colour_inputs(matte: EditMatte, on: bool) -> EditMatte:
     """The same matte with a colour head that does (or no longer does) read the input frame: the
     text weights are kept and the input features' weights start at zero (same predictions at first)."""
     cfg = matte.config
-    new = EditMatte(tuple(cfg.channels), cfg.text_dim, cfg.groups, colour_from_input=on)
+    new = EditMatte(
+        tuple(cfg.channels), cfg.text_dim, cfg.groups, colour_from_input=on, rim_transfer=cfg.rim_transfer
+    )
     state = matte.state_dict()
     first = "colour_head.0.weight"
     w = torch.zeros_like(new.state_dict()[first])
