@@ -408,6 +408,39 @@ def test_eval_script_measures_validation_pairs_on_request(tmp_path, monkeypatch)
         runpy.run_path(script, run_name="__main__")
 
 
+def test_matte_composite_script_matches_the_full_evaluation_and_refuses_other_decoders(
+    tmp_path, monkeypatch, capsys
+):
+    import csv
+    import runpy
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    common = ["--pairs", "3", "--setting", "2", "1.5", "1.5", "--words", "fine"]
+    monkeypatch.setattr(sys, "argv", ["x", "--out", str(tmp_path / "full"), *common])
+    runpy.run_path(str(root / "scripts" / "eval_base_editor.py"), run_name="__main__")
+    full = {r["editor"]: r for r in csv.DictReader(open(tmp_path / "full" / "metrics.csv"))}["base"]
+
+    script = str(root / "scripts" / "eval_matte_composite.py")
+    out = tmp_path / "scores.csv"
+    argv = ["x", "shipped", "--split", "test", *common, "--cache", str(tmp_path / "cache"), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--toggle-rims", "--oracle"])
+    runpy.run_path(script, run_name="__main__")
+    rows = list(csv.DictReader(open(out)))
+    assert [r["editor"] for r in rows] == ["shipped", "shipped", "exact shares", "exact shares"]
+    assert {rows[0]["variant"], rows[1]["variant"]} == {"rim transfer on", "rim transfer off"}
+    for key in ("success", "colour_ok", "outside_ok", "boundary_f1"):  # the same decodes, the same scores
+        assert float(rows[0][key]) == pytest.approx(float(full[key]), abs=1e-4)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # decoded once, cached
+
+    from sim2real.editing.model import build_editor
+
+    other = build_editor(EditorConfig(matte_channels=[8, 8])).save_pretrained(tmp_path / "other")
+    monkeypatch.setattr(sys, "argv", [argv[0], argv[1], str(other), *argv[2:]])
+    with pytest.raises(SystemExit, match="decodes differently"):
+        runpy.run_path(script, run_name="__main__")
+
+
 def test_colour_head_script_scores_both_kinds_of_words_and_names_a_missing_editor(tmp_path, monkeypatch):
     import csv
     import runpy

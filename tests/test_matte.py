@@ -235,14 +235,15 @@ def test_matte_training_lowers_the_loss_exports_and_resumes(tmp_path):
     cfg = PretrainMatteConfig(
         out=str(tmp_path / "run"), init=str(base), channels=[8, 8], steps=2, batch_size=4,
         num_workers=0, eval_every=2, eval_pairs=2, checkpoint_every=1, log_every=1, lr=1e-2,
+        rim_transfer=True,
     )  # fmt: skip
     folder = run_pretrain_matte(cfg)
     pipe = EditPipeline.from_pretrained(folder)
-    assert pipe.matte is not None
+    assert pipe.matte is not None and pipe.matte.config.rim_transfer
     info = json.loads((folder / "TRAINING.json").read_text())
     history = info["history"]
     assert [h["stage"] for h in history] == [1, 2] and history[-1]["what"].startswith("edit matte")
-    assert info["total_steps"] == 5 + 2
+    assert "rim transfer" in history[-1]["what"] and info["total_steps"] == 5 + 2
     assert history[-1]["last_eval"]["eval_iou"] >= 0
 
     # a fixed batch: a few more steps of the same objective lower its loss

@@ -124,11 +124,19 @@ class EditMatte(ModelMixin, ConfigMixin):
         return self.colour_head(pooled).view(-1, len(PARTS), 3) * LAB_SCALE
 
     def composite(
-        self, edited: torch.Tensor, image: torch.Tensor, text_embeds: torch.Tensor, calibrate: bool = False
+        self,
+        edited: torch.Tensor,
+        image: torch.Tensor,
+        text_embeds: torch.Tensor,
+        calibrate: bool = False,
+        parts: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """I_in + α · (edited − I_in), then (calibrate) each part's mean colour onto the head's; all
-        (B, 3, H, W) in [-1, 1]."""
-        parts = torch.sigmoid(self(image, text_embeds).float())  # (B, 2, H, W)
+        (B, 3, H, W) in [-1, 1]. `parts` (B, 2, H, W) in [0, 1]: per-part shares to use instead of the
+        matte's own (e.g. the exact ones, for what a perfect matte would do)."""
+        if parts is None:
+            parts = torch.sigmoid(self(image, text_embeds).float())  # (B, 2, H, W)
+        parts = parts.float()
         alpha = parts.sum(dim=1, keepdim=True).clamp(max=1.0)
         image = image.float()
         out = image + alpha * (edited.float() - image)

@@ -544,9 +544,14 @@ def _what(cfg: PretrainMatteConfig, pipe: EditPipeline) -> str:
     if cfg.protect_weight != 1:
         target += f" (agent and goal pixels weighted {cfg.protect_weight}×)"
     also = f", and {head}" if cfg.colour_weight > 0 else "; its colour head frozen (colour_weight=0)"
+    rims = (
+        "; composited with rim transfer (a rim pixel takes its share of its part's change nearby)"
+        if pipe.matte.config.rim_transfer
+        else ""
+    )
     return (
         "edit matte: a UNet2DModel that reads the input frame and the instruction and says where the "
-        f"edit applies (per part), trained by per-pixel BCE against {target}{composite}{also}; "
+        f"edit applies (per part), trained by per-pixel BCE against {target}{composite}{also}{rims}; "
         "everything else frozen"
     )
 
