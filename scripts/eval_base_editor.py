@@ -34,7 +34,7 @@ import torch
 
 from sim2real.editing.model import EditorConfig, build_editor
 from sim2real.training.base_editor import eval_pairs, load_base_editor, save_grid
-from sim2real.training.editor_metrics import pair_metrics
+from sim2real.training.editor_metrics import pair_metrics, summary
 
 SETTING = ("editor", "split", "steps", "text_cfg", "image_cfg")
 PAIR_FIELDS = [  # pairs.csv: one row per pair and editor
@@ -50,11 +50,7 @@ def summarise(name: str, pairs: dict, outputs: np.ndarray, seconds: float, **ext
     row = {
         "editor": name,
         **extra,
-        "success": m.success.mean(),
-        "colour_ok": (m.lab_ratio <= 0.5).mean(),
-        "outside_ok": (m.psnr_outside >= 25.0).mean(),
-        "boundary_f1": m.boundary_f1.mean(),
-        "psnr_outside_median": np.median(np.minimum(m.psnr_outside, 99.0)),
+        **summary(m),
         "lab_ratio_median": np.median(m.lab_ratio),
         "success_vs_input": m.success_vs_input.mean(),  # the earlier outside reference (editor_metrics)
         "outside_ok_vs_input": (m.psnr_outside_vs_input >= 25.0).mean(),

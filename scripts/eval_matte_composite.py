@@ -27,7 +27,7 @@ import torch
 from sim2real.data.pairs import EditPairGenerator
 from sim2real.errors import Sim2RealError
 from sim2real.training.base_editor import load_base_editor
-from sim2real.training.editor_metrics import pair_metrics
+from sim2real.training.editor_metrics import pair_metrics, summary
 
 DECODING = ("unet", "text_encoder", "refiner", "style_module")  # what the decode depends on
 FIELDS = ["editor", "variant", "split", "words", "pairs", "success", "colour_ok", "outside_ok", "boundary_f1"]
@@ -82,11 +82,7 @@ def score(name: str, variant: str, out: torch.Tensor, pairs: dict, extra: dict) 
         "editor": name,
         "variant": variant,
         **extra,
-        "success": m.success.mean(),
-        "colour_ok": (m.lab_ratio <= 0.5).mean(),
-        "outside_ok": (m.psnr_outside >= 25.0).mean(),
-        "boundary_f1": m.boundary_f1.mean(),
-        "psnr_outside_median": np.median(np.minimum(m.psnr_outside, 99.0)),
+        **summary(m),
     }
     print(
         f"{name:>40} {variant:>18}  success {m.success.sum():4d}/{len(out)} ({row['success']:.3f})  colour ok "

@@ -112,3 +112,15 @@ def pair_metrics(
     colour = ratio <= success_ratio
     success = colour & (psnr >= min_psnr_outside)
     return PairMetrics(ratio, psnr, f1, success, psnr_in, colour & (psnr_in >= min_psnr_outside))
+
+
+def summary(m: PairMetrics, success_ratio: float = 0.5, min_psnr_outside: float = 25.0) -> dict:
+    """The headline numbers of a batch of edits: success, colour ok, outside ok, mean boundary F1 and
+    the median PSNR outside (capped at 99 dB), as the evaluation scripts report them."""
+    return {
+        "success": m.success.mean(),
+        "colour_ok": (m.lab_ratio <= success_ratio).mean(),
+        "outside_ok": (m.psnr_outside >= min_psnr_outside).mean(),
+        "boundary_f1": m.boundary_f1.mean(),
+        "psnr_outside_median": np.median(np.minimum(m.psnr_outside, 99.0)),
+    }
