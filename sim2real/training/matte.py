@@ -95,8 +95,9 @@ class PretrainMatteConfig:
     colour_tau: width in ΔE of the criterion's smooth step; colour_mse_weight: MSE added to it.
     train_matte: false trains the colour head only.
     rim_transfer: composite rim pixels by their share of each part's change nearby
-        (`sim2real.editing.matte.transfer_rims`; default: as the init editor's matte, else false). It only
-        changes how the matte is applied, and the composite loss, not what the matte is trained towards.
+        (`sim2real.editing.matte.transfer_rims`; default: as the init editor's matte, else false). It
+        changes how the trained matte is applied (saved in its config), not the losses: the composite
+        loss uses the plain composite.
     train_words: words whose token embeddings in the editor's text encoder learn too (only those rows;
         the encoder's layers stay frozen): for words the text encoder was never trained on, e.g. the
         fine colour words "very", "muted", "bright" (`describe_appearance(..., "fine")`), whose
@@ -545,7 +546,7 @@ def _what(cfg: PretrainMatteConfig, pipe: EditPipeline) -> str:
         target += f" (agent and goal pixels weighted {cfg.protect_weight}×)"
     also = f", and {head}" if cfg.colour_weight > 0 else "; its colour head frozen (colour_weight=0)"
     rims = (
-        "; composited with rim transfer (a rim pixel takes its share of its part's change nearby)"
+        "; applied with rim transfer (a rim pixel takes its share of its part's change nearby)"
         if pipe.matte.config.rim_transfer
         else ""
     )
