@@ -95,8 +95,9 @@ class PretrainMatteConfig:
     colour_tau: width in ΔE of the criterion's smooth step; colour_mse_weight: MSE added to it.
     train_matte: false trains the colour head only.
     rim_transfer: composite rim pixels by their share of each part's change nearby
-        (`sim2real.editing.matte.transfer_rims`; default: as the init editor's matte, else false). Saved
-        in the matte's config; the composite loss goes through it too.
+        (`sim2real.editing.matte.transfer_rims`; default: as the init editor's matte, else false). It
+        changes how the trained matte is applied (saved in its config), not the losses: the composite
+        loss uses the plain composite.
     train_words: words whose token embeddings in the editor's text encoder learn too (only those rows;
         the encoder's layers stay frozen): for words the text encoder was never trained on, e.g. the
         fine colour words "very", "muted", "bright" (`describe_appearance(..., "fine")`), whose
@@ -346,10 +347,8 @@ def matte_loss(pipe: EditPipeline, batch: dict, cfg: PretrainMatteConfig | None 
     err = ((pred - target) ** 2).mean(-1)  # (B, 2)
     colour = (err * edited).sum() / edited.sum().clamp(min=1)
     if train_matte and cfg is not None and cfg.composite_weight > 0 and "decoded" in batch:
-        # the matte's own composite (I_in + α·(D − I_in), rims by transfer when it has rim_transfer)
-        comp = pipe.matte.composite(
-            batch["decoded"].to(dev).float(), image.float(), text, parts=torch.sigmoid(logits.float())
-        )
+        alpha = torch.sigmoid(logits.float()).sum(1, keepdim=True).clamp(max=1)
+        comp = image.float() + alpha * (batch["decoded"].to(dev) - image.float())
         err_px = ((comp - batch["target"].to(dev)) ** 2).mean(1, keepdim=True)  # [-1, 1] units
         outside = batch["outside"].to(dev)
         per_pair = (err_px * outside).sum((1, 2, 3)) / outside.sum((1, 2, 3)).clamp(min=1)
