@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -42,17 +43,19 @@ def decoding_state(pipe) -> dict:
 
 def same_decoder(a, b) -> bool:
     sa, sb = decoding_state(a), decoding_state(b)
-    return (
-        sa.keys() == sb.keys()
-        and all(torch.equal(sa[k], sb[k]) for k in sa)
-        and a.codec.factor == b.codec.factor
-    )
+    ca, cb = ({k: v for k, v in asdict(p.config).items() if not k.startswith("matte")} for p in (a, b))
+    return ca == cb and sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def decodes(pipe, pairs: dict, setting: tuple, path: Path) -> torch.Tensor:
     """The raw decodes (B, 3, H, W) in [-1, 1], cached at `path`."""
     if path.exists():
-        return torch.from_numpy(np.load(path)["decoded"])
+        try:
+            return torch.from_numpy(np.load(path)["decoded"])
+        except (OSError, ValueError, KeyError) as e:
+            raise Sim2RealError(
+                f"cached decodes {path} are unreadable ({e}); delete the file to decode again"
+            ) from e
     steps, text, image = setting
     out = pipe(
         pairs["input"],
@@ -105,7 +108,6 @@ def main() -> None:
     ap.add_argument("--cache", default="runs/matte_composite", help="folder for the cached decodes")
     ap.add_argument("--out", default=None, help="CSV to write (default: CACHE/scores.csv)")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     seed = {"test": 10_000, "validation": 20_000}[args.split]  # as eval_base_editor.py
     pairs = EditPairGenerator(
         seed=seed, with_style=True, with_coverage=args.oracle, fine_words=float(args.words == "fine")

@@ -431,13 +431,18 @@ def test_matte_composite_script_matches_the_full_evaluation_and_refuses_other_de
     assert {rows[0]["variant"], rows[1]["variant"]} == {"rim transfer on", "rim transfer off"}
     for key in ("success", "colour_ok", "outside_ok", "boundary_f1"):  # the same decodes, the same scores
         assert float(rows[0][key]) == pytest.approx(float(full[key]), abs=1e-4)
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # decoded once, cached
+    cache = list((tmp_path / "cache").glob("*.npz"))
+    assert len(cache) == 1  # decoded once, cached
 
     from sim2real.editing.model import build_editor
 
     other = build_editor(EditorConfig(matte_channels=[8, 8])).save_pretrained(tmp_path / "other")
     monkeypatch.setattr(sys, "argv", [argv[0], argv[1], str(other), *argv[2:]])
     with pytest.raises(SystemExit, match="decodes differently"):
+        runpy.run_path(script, run_name="__main__")
+    cache[0].write_bytes(b"not an npz")  # a damaged cache is named, not silently used
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="unreadable"):
         runpy.run_path(script, run_name="__main__")
 
 
