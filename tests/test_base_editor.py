@@ -408,9 +408,7 @@ def test_eval_script_measures_validation_pairs_on_request(tmp_path, monkeypatch)
         runpy.run_path(script, run_name="__main__")
 
 
-def test_matte_composite_script_matches_the_full_evaluation_and_refuses_other_decoders(
-    tmp_path, monkeypatch, capsys
-):
+def test_matte_composite_script_matches_the_full_evaluation_and_refuses_other_decoders(tmp_path, monkeypatch):
     import csv
     import runpy
     import sys
