@@ -206,8 +206,8 @@ def main() -> None:
         columns.append(other[:12])
     # columns: input | base | (no calibration | no matte) | (compare) | target
     save_grid(out / "grid.png", *columns, pairs["target"][:12])
-    test_rows = {r["editor"]: r for r in rows if r["split"] == split}
-    comparisons = [paired(test_rows["base"], r) for name, r in test_rows.items() if name != "base"]
+    measured = {r["editor"]: r for r in rows if r["split"] == split}  # the last "base" row is the chosen one
+    comparisons = [paired(measured["base"], r) for name, r in measured.items() if name != "base"]
     per_pair = [r for row in rows for r in row.pop("_pairs")]
     keys = sorted(
         {k for r in rows for k in r}, key=lambda k: list(rows[-1]).index(k) if k in rows[-1] else 99

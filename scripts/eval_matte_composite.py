@@ -4,8 +4,8 @@ matte (and colour head), and score every composite with the edit-success metrics
     python scripts/eval_matte_composite.py --pairs 600 --split validation shipped runs/rimcomp14/model
     python scripts/eval_matte_composite.py --pairs 200 shipped --toggle-rims --oracle
 
-The decode before the matte (`EditPipeline(..., composite=False)`) depends on the UNet, text encoder,
-refiner and style module only, so editors that differ in the matte alone (`sim2real pretrain-matte`
+The decode before the matte (`EditPipeline(..., composite=False)`) depends on every module but the
+matte, so editors that differ in the matte alone (`sim2real pretrain-matte`
 runs) can be compared on one set of decodes: the numbers are the ones `scripts/eval_base_editor.py`
 gives at the same setting (same pairs, same noise), at a fraction of the time. Editors whose
 decoding modules differ from the first one's are refused. Decodes are cached under `--cache`.
@@ -30,21 +30,26 @@ from sim2real.errors import Sim2RealError
 from sim2real.training.base_editor import load_base_editor
 from sim2real.training.editor_metrics import pair_metrics, summary
 
-DECODING = ("unet", "text_encoder", "refiner", "style_module")  # what the decode depends on
-FIELDS = ["editor", "variant", "split", "words", "pairs", "success", "colour_ok", "outside_ok", "boundary_f1"]
-FIELDS += ["psnr_outside_median"]
+FIELDS = ["editor", "variant", "split", "words", "pairs", "success", "colour_ok", "outside_ok"]
+FIELDS += ["boundary_f1", "psnr_outside_median"]
 
 
 def decoding_state(pipe) -> dict:
+    """Every weight the decode depends on: all modules but the matte."""
     return {
-        f"{m}.{k}": v for m in DECODING if m in pipe.modules for k, v in pipe.modules[m].state_dict().items()
+        f"{m}.{k}": v for m, mod in pipe.modules.items() if m != "matte" for k, v in mod.state_dict().items()
     }
 
 
 def same_decoder(a, b) -> bool:
     sa, sb = decoding_state(a), decoding_state(b)
     ca, cb = ({k: v for k, v in asdict(p.config).items() if not k.startswith("matte")} for p in (a, b))
-    return ca == cb and sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    return (
+        ca == cb
+        and dict(a.scheduler.config) == dict(b.scheduler.config)
+        and sa.keys() == sb.keys()
+        and all(torch.equal(sa[k], sb[k]) for k in sa)
+    )
 
 
 def decodes(pipe, pairs: dict, setting: tuple, path: Path) -> torch.Tensor:

@@ -392,6 +392,7 @@ def test_eval_script_measures_validation_pairs_on_request(tmp_path, monkeypatch)
     import sys
 
     from sim2real.training.base_editor import eval_pairs
+    from sim2real.training.editor_metrics import summary
 
     script = str(Path(__file__).resolve().parents[1] / "scripts" / "eval_base_editor.py")
     out = tmp_path / "val"
@@ -400,9 +401,15 @@ def test_eval_script_measures_validation_pairs_on_request(tmp_path, monkeypatch)
     runpy.run_path(script, run_name="__main__")
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert {r["split"] for r in rows} == {"validation"} and rows[-1]["editor"] == "base"
-    # the validation pairs are not the test pairs
-    val, test = eval_pairs(1, seed=20_000), eval_pairs(1)
-    assert not np.array_equal(val["input"], test["input"])
+    # what was measured are the validation pairs (seed 20 000), not the test pairs: the identity's
+    # outside PSNR is the validation pair's, and differs from the test pair's
+    psnr = {}
+    for seed in (20_000, 10_000):
+        p = eval_pairs(1, seed=seed)
+        m = pair_metrics(p["input"], p["input"].copy(), p["target"], p["edit_mask"], p["labels"])
+        psnr[seed] = summary(m)["psnr_outside_median"]
+    assert psnr[20_000] != pytest.approx(psnr[10_000], abs=1e-3)
+    assert float(rows[0]["psnr_outside_median"]) == pytest.approx(psnr[20_000], abs=1e-3)
     monkeypatch.setattr(sys, "argv", [*argv, "--sweep"])  # the sweep picks on validation pairs
     with pytest.raises(SystemExit):
         runpy.run_path(script, run_name="__main__")
